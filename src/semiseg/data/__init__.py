@@ -1,0 +1,1 @@
+"""Datasets (raw sources), presets, transforms and the synthetic scenes."""
