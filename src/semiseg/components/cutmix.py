@@ -1,0 +1,68 @@
+"""CutMix boxes and mixing with a partner sample (methods.md §0.6).
+
+A box mask M (bool S x S) marks the pixels taken from the partner:
+x_mix = x · (1 − M) + x_partner · M. Images, pseudo-labels, confidences and validity
+masks are all mixed with the same M.
+
+Partner rule ([DECISION] in §0.6, pitfall P13): sample i of a local batch takes sample
+(i + 1) mod B, i.e. the batch rolled by one. A sample is never its own partner when
+B >= 2, and the partner's pseudo-labels are the rolled maps of the same step, so no extra
+forward pass is needed.
+
+All randomness comes from torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+_MAX_TRIES = 100_000
+
+
+def unimatch_box(size: int, p: float = 0.5, area=(0.02, 0.4), ratio=(0.3, 1 / 0.3)) -> torch.Tensor:
+    """G1, UniMatch's box (§0.6): a bool S x S mask, empty with probability 1 − p.
+
+    The area A = U(area)·S² is drawn once; then ratio r ~ U(ratio), w = int(√(A/r)),
+    h = int(√(A·r)) and x, y uniform in 0 … S−1 are redrawn together until x + w <= S and
+    y + h <= S. M = True on rows [y, y+h) and columns [x, x+w).
+    """
+    box = torch.zeros(size, size, dtype=torch.bool)
+    if torch.rand(()).item() >= p:
+        return box
+    a = torch.empty(()).uniform_(*area).item() * size * size
+    for _ in range(_MAX_TRIES):
+        r = torch.empty(()).uniform_(*ratio).item()
+        w, h = int(math.sqrt(a / r)), int(math.sqrt(a * r))
+        x, y = (int(v) for v in torch.randint(0, size, (2,)))
+        if x + w <= size and y + h <= size:
+            box[y : y + h, x : x + w] = True
+            return box
+    raise RuntimeError(f"unimatch_box: no box of area {a:.1f} fits in {size}x{size} after {_MAX_TRIES} tries")
+
+
+def roll_partner(x: torch.Tensor) -> torch.Tensor:
+    """The partners of a batch: element i of the result is x[(i + 1) mod B] (torch.roll by −1 on dim 0)."""
+    return torch.roll(x, shifts=-1, dims=0)
+
+
+def mix(x: torch.Tensor, box: torch.Tensor, partner: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x with the region `box` taken from its partner.
+
+    x: (B, ..., S, S) (images (B, 3, S, S), label maps, confidences, validity masks (B, S, S));
+    box: bool (B, S, S), one box per sample. The partner defaults to `roll_partner(x)`, which
+    needs B >= 2 (a sample cannot be its own partner); pass `partner` (same shape as x) for
+    another rule, e.g. an independent second stream.
+    """
+    if box.dim() != 3 or box.shape[0] != x.shape[0] or box.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"box must be (B, S, S) matching x {tuple(x.shape)}, got {tuple(box.shape)}")
+    if partner is None:
+        if x.shape[0] < 2:
+            raise ValueError(f"CutMix with the roll partner needs a batch of at least 2, got {x.shape[0]}")
+        partner = roll_partner(x)
+    elif partner.shape != x.shape:
+        raise ValueError(f"partner shape {tuple(partner.shape)} differs from x {tuple(x.shape)}")
+    m = box.to(device=x.device, dtype=torch.bool).view(box.shape[0], *([1] * (x.dim() - 3)), *box.shape[-2:])
+    return torch.where(m, partner, x)

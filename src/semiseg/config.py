@@ -1,0 +1,212 @@
+"""Typed configuration: YAML files with one level of `_base_`, `key=value` overrides.
+
+The schema is a tree of dataclasses. Loading merges, in order: the schema
+defaults, the `_base_` files (a path or a list of paths, relative to the
+file that names them), the file itself, then the command-line overrides.
+Any unknown key, wrong type or missing required value raises `SemisegError`
+with one line naming the key (and the closest valid key).
+
+The `method` section is typed by the method: each registered method class
+declares a `Params` dataclass, and `resolve_method_params` validates the
+section against it once the method name is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf import errors as oc_errors
+
+from .errors import SemisegError
+from .registry import closest
+
+
+@dataclass
+class SyntheticConfig:
+    """The procedurally rendered dataset (no files): sizes and scene seed."""
+
+    num_train: int = 800
+    num_val: int = 120
+    image_size: int = 64
+    scene_seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # a preset name: see `semiseg list`
+    root: Optional[str] = None  # dataset folder (the preset's default when unset)
+    splits_dir: Optional[str] = None  # folder of the standard split lists (shared/splits layout)
+    split: Optional[str] = None  # a standard split folder, e.g. "1464" or "1_8"
+    labeled_list: Optional[str] = None  # "image mask" per line, relative to root
+    unlabeled_list: Optional[str] = None  # "image [mask]" per line; masks are never read
+    val_list: Optional[str] = None
+    num_labeled: Optional[int] = None  # carve this many labeled images out of the labeled list
+    labeled_fraction: Optional[float] = None  # ... or this fraction (the rest become unlabeled)
+    split_seed: int = 0  # seed of that carve-out (independent of the training seed)
+    crop_size: int = 321
+    weak_pipeline: str = "unimatch"  # unimatch (W-U) | cps (W-C), methods.md §0.4
+    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    num_workers: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet18"  # any timm model with features_only support
+    output_stride: int = 16  # 8 or 16; ASPP rates follow (6/12/18 at 16, 12/24/36 at 8)
+    pretrained: Optional[str] = None  # none | a local weights file | "imagenet" (bundled lite0) | a timm tag
+    aspp_channels: int = 256
+    decoder_channels: int = 256
+    low_level_channels: int = 48
+
+
+@dataclass
+class TrainConfig:
+    total_iters: int = -1  # required: optimiser steps
+    total_batch_size: int = 8  # labeled images per step, over all processes
+    unlabeled_batch_size: Optional[int] = None  # unlabeled images per step (default: total_batch_size)
+    optimizer: str = "sgd"
+    lr: float = 0.01  # backbone learning rate; the head uses lr * lr_multi
+    lr_multi: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    eval_every: int = 0  # iterations between evaluations (0: only at the end)
+    checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
+    log_every: int = 10
+    amp: str = "off"  # off | bf16 | fp16 (GPU)
+
+
+@dataclass
+class EvalConfig:
+    mode: Optional[str] = None  # original | center_crop | resize | sliding_window (preset default when unset)
+    crop_size: Optional[int] = None  # center_crop / sliding_window size (default: data.crop_size)
+    resize_multiple: int = 32  # resize mode rounds sides to a multiple of this
+
+
+@dataclass
+class Config:
+    output_dir: Optional[str] = None  # where everything a run writes goes (default: runs/<config name>)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: Any = field(default_factory=lambda: {"name": "supervised"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+REQUIRED_POSITIVE = ("train.total_iters", "train.total_batch_size")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SemisegError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SemisegError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise SemisegError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _load_with_bases(path: Path) -> List[tuple[Path, dict]]:
+    """The file's `_base_` files (one level) then the file itself, as (path, mapping)."""
+    data = _read_yaml(path)
+    bases = data.pop("_base_", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    layers = []
+    for base in bases:
+        base_path = (path.parent / base).resolve()
+        base_data = _read_yaml(base_path)
+        if "_base_" in base_data:
+            raise SemisegError(f"{base_path}: `_base_` may only be used one level deep (named from {path})")
+        layers.append((base_path, base_data))
+    layers.append((path, data))
+    return layers
+
+
+def _key_error_message(exc: Exception, where: str) -> str:
+    full_key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    if isinstance(exc, oc_errors.ConfigKeyError):
+        parent_key, _, leaf = str(full_key).rpartition(".")
+        node = Config()
+        try:
+            for part in filter(None, parent_key.split(".")):
+                node = getattr(node, part)
+            valid = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+        except AttributeError:
+            valid = []
+        hint = closest(leaf, valid)
+        return f"{where}: unknown config key '{full_key}'{hint}"
+    msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+    return f"{where}: invalid value for '{full_key}': {msg}"
+
+
+def _merge(base: DictConfig, layer: Any, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)
+    except (oc_errors.ConfigKeyError, oc_errors.ValidationError) as exc:
+        raise SemisegError(_key_error_message(exc, where)) from None
+    except oc_errors.OmegaConfBaseException as exc:
+        raise SemisegError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise SemisegError(f"override '{item}' is not of the form key=value (e.g. train.total_iters=100)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except oc_errors.OmegaConfBaseException as exc:
+        raise SemisegError(f"command line: cannot parse overrides: {str(exc).splitlines()[0]}") from None
+
+
+def load_config(path: Optional[str | Path], overrides: Sequence[str] = ()) -> DictConfig:
+    """Schema defaults <- bases <- file <- overrides, validated; returns a typed DictConfig."""
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        for layer_path, data in _load_with_bases(Path(path)):
+            cfg = _merge(cfg, data, str(layer_path))
+    cfg = _merge(cfg, parse_overrides(overrides), "command line")
+    for key in REQUIRED_POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None or value <= 0:
+            raise SemisegError(f"missing required value '{key}' (set it in the config or as {key}=N)")
+    method = cfg.method
+    if not isinstance(method, DictConfig) or not isinstance(method.get("name"), str):
+        raise SemisegError("config key 'method.name' must name a method (see `semiseg list`)")
+    return cfg
+
+
+def resolve_method_params(cfg: DictConfig, params_cls: type) -> Any:
+    """Validate the `method` section against the method's `Params` dataclass."""
+    schema = OmegaConf.structured(params_cls)
+    section = OmegaConf.to_container(cfg.method, resolve=True)
+    section.pop("name", None)
+    try:
+        merged = OmegaConf.merge(schema, section)
+    except (oc_errors.ConfigKeyError, oc_errors.ValidationError) as exc:
+        full_key = f"method.{getattr(exc, 'full_key', '?')}"
+        if isinstance(exc, oc_errors.ConfigKeyError):
+            valid = [f.name for f in dataclasses.fields(params_cls)]
+            raise SemisegError(
+                f"unknown config key '{full_key}'{closest(str(exc.key), valid)} for method "
+                f"'{cfg.method.name}'; valid keys: {', '.join(['name'] + valid)}"
+            ) from None
+        raise SemisegError(f"invalid value for '{full_key}': {str(exc.msg).splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,220 @@
+"""List files ("image [mask]" per line) and the source that loads them.
+
+Lists are parsed one file at a time with `splitlines()` (methods.md P24: many
+published lists have no trailing newline). Every problem with a list or a file
+it names is one `SemisegError` line naming the file, the list line and the fix.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SemisegError
+from .sample import IGNORE_INDEX, Sample
+
+# What PIL raises on missing codecs, garbage or truncated data.
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One list line: image path, optional mask path (relative to the root), where it came from."""
+
+    image: str
+    mask: Optional[str]
+    line: int  # 1-based line number; 0 for generated entries
+    list_file: str = ""  # the list file (or glob) the entry came from
+
+    @property
+    def where(self) -> str:
+        return f"{self.list_file}:{self.line}" if self.line else self.list_file
+
+
+def read_list(path, key: Optional[str] = None) -> List[ListEntry]:
+    """Parse a list file; `key` (e.g. 'data.labeled_list') is named in the fix when it is missing."""
+    path = Path(path)
+    fix = f"set {key} to an existing list file" if key else "fix the path"
+    if not path.is_file():
+        kind = "is a folder, not a file" if path.is_dir() else "not found"
+        raise SemisegError(f"list file {kind}: {path}; {fix}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SemisegError(f"list file {path} is not UTF-8 text; {fix}") from None
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) > 2:
+            raise SemisegError(
+                f"{path}:{number}: expected 'image [mask]' (1 or 2 fields), got {len(fields)} fields; "
+                "paths with spaces are not supported: fix or rename"
+            )
+        mask = fields[1] if len(fields) == 2 else None
+        entries.append(ListEntry(fields[0], mask, number, str(path)))
+    if not entries:
+        raise SemisegError(f"list file {path} has no entries (only blank lines or comments); add 'image mask' lines")
+    return entries
+
+
+def image_key(rel: str) -> str:
+    """An image path normalised for comparisons."""
+    return posixpath.normpath(rel.replace("\\", "/"))
+
+
+def check_overlap(labeled: Sequence[ListEntry], unlabeled: Sequence[ListEntry]) -> None:
+    """Raise if an image is both labeled and unlabeled (compared by normalised image path)."""
+    labeled_at = {image_key(e.image): e for e in labeled}
+    shared = [e for e in unlabeled if image_key(e.image) in labeled_at]
+    if shared:
+        first = shared[0]
+        raise SemisegError(
+            f"{len(shared)} image(s) are both labeled and unlabeled, e.g. {first.image} "
+            f"({labeled_at[image_key(first.image)].where} and {first.where}); remove them from the unlabeled list"
+        )
+
+
+def _mask_array(mask: Image.Image, path: Path, where: str) -> np.ndarray:
+    """Class ids of a single-channel mask image as uint8 H x W."""
+    if mask.mode in ("L", "P"):
+        return np.asarray(mask, dtype=np.uint8)
+    if mask.mode == "1":
+        return np.asarray(mask).astype(np.uint8)
+    if mask.mode in ("I", "I;16", "I;16B", "I;16L"):
+        values = np.asarray(mask)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise SemisegError(
+                f"mask {path} (listed at {where}) has values above 255 ({values.max()}); "
+                "masks must be 8-bit class-id PNGs (255 = ignore)"
+            )
+        return values.astype(np.uint8)
+    raise SemisegError(
+        f"mask {path} (listed at {where}) is a {mask.mode} image; masks must be single-channel class-id PNGs "
+        "(mode L or P, pixel value = class id, 255 = ignore), not colour renderings: convert it"
+    )
+
+
+class ListFileSource:
+    """A `Source` over list entries: loads images (and masks when `labeled`) from `root`."""
+
+    def __init__(self, root, entries: Sequence[ListEntry], num_classes: int, list_path,
+                 label_lut: Optional[np.ndarray] = None, labeled: bool = True):
+        self.root = Path(root)
+        self.entries = list(entries)
+        self.num_classes = int(num_classes)
+        self.list_path = str(list_path)
+        self.labeled = labeled
+        if label_lut is not None:
+            label_lut = np.asarray(label_lut)
+            if label_lut.shape != (256,) or label_lut.dtype != np.uint8:
+                raise ValueError("label_lut must be a uint8 array of 256 entries")
+        self.label_lut = label_lut
+        if labeled:
+            for entry in self.entries:
+                if entry.mask is None:
+                    raise SemisegError(
+                        f"{self._where(entry)}: labeled entry '{entry.image}' has no mask path; "
+                        "write 'image mask' on every line of a labeled list"
+                    )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        kind = "labeled" if self.labeled else "unlabeled"
+        return f"ListFileSource({len(self)} {kind} from {self.list_path})"
+
+    def name(self, index: int) -> str:
+        return self.entries[index].image
+
+    def _where(self, entry: ListEntry) -> str:
+        return entry.where if entry.list_file else f"{self.list_path}:{entry.line}"
+
+    def _open(self, rel: str, kind: str, entry: ListEntry) -> Image.Image:
+        path = self.root / rel
+        where = self._where(entry)
+        if not path.is_file():
+            raise SemisegError(
+                f"{kind} file not found: {path} (listed at {where}); check data.root or fix the list line"
+            )
+        image = None
+        try:
+            image = Image.open(path)
+            image.load()  # full decode: catches corrupt and truncated files here
+        except _PIL_ERRORS as exc:
+            if image is not None:
+                image.close()
+            raise SemisegError(
+                f"cannot read {kind} {path} (listed at {where}): {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'}; "
+                "re-export the file or remove its line from the list"
+            ) from None
+        return image
+
+    def _load_image(self, entry: ListEntry) -> np.ndarray:
+        image = self._open(entry.image, "image", entry)
+        try:
+            rgb = image.convert("RGB")
+        except _PIL_ERRORS as exc:
+            raise SemisegError(
+                f"cannot convert image {self.root / entry.image} (listed at {self._where(entry)}) to RGB: {exc}; "
+                "re-export it as an RGB JPEG/PNG"
+            ) from None
+        finally:
+            image.close()
+        return np.asarray(rgb, dtype=np.uint8)
+
+    def _load_mask(self, entry: ListEntry, image_hw: tuple) -> np.ndarray:
+        path = self.root / entry.mask
+        where = self._where(entry)
+        mask_image = self._open(entry.mask, "mask", entry)
+        try:
+            raw = _mask_array(mask_image, path, where)
+        finally:
+            mask_image.close()
+        if raw.shape != tuple(image_hw):
+            (h, w), (mh, mw) = image_hw, raw.shape
+            raise SemisegError(
+                f"mask {path} is {mw}x{mh} but its image {self.root / entry.image} is {w}x{h} "
+                f"(listed at {where}); masks must have the image's size"
+            )
+        mask = self.label_lut[raw] if self.label_lut is not None else raw
+        bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
+        if bad.any():
+            values = np.unique(raw[bad]).tolist()
+            shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+            mapped = " after the dataset's label map" if self.label_lut is not None else ""
+            raise SemisegError(
+                f"mask {path} (listed at {where}) has values {shown} outside 0..{self.num_classes - 1}{mapped} "
+                f"(C = {self.num_classes}, 255 = ignore); map them to 255 or fix num_classes"
+            )
+        return mask
+
+    def load(self, index: int) -> Sample:
+        entry = self.entries[index]
+        image = self._load_image(entry)
+        mask = self._load_mask(entry, image.shape[:2]) if self.labeled else None
+        return Sample(image=image, mask=mask, name=entry.image)
+
+    def check(self) -> List[str]:
+        """Load every item; the problems found, one line each."""
+        return check_source(self)
+
+
+def check_source(source, indices: Optional[Iterable[int]] = None) -> List[str]:
+    """Load every item (or `indices`) of a source and collect the `SemisegError` lines."""
+    problems = []
+    for index in range(len(source)) if indices is None else indices:
+        try:
+            source.load(index)
+        except SemisegError as exc:
+            problems.append(str(exc))
+    return problems

@@ -1,0 +1,306 @@
+"""Dataset presets: classes, palette, evaluation defaults, and how to build the sources.
+
+A `Preset` turns the `data` config section into `DatasetSplits` (labeled,
+unlabeled, val sources). `ListPreset` implements the list-file rules shared by
+the real datasets; other presets (e.g. the rendered `synthetic` one) subclass
+`Preset` and override `build`. Presets are registered in `DATASETS` by name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import SemisegError
+from ..registry import DATASETS, closest
+from .listfile import ListEntry, ListFileSource, check_overlap, image_key, read_list
+from .sample import IGNORE_INDEX, Source
+from .splits import carve_labeled
+
+SPLITS = "{splits}/"  # prefix of a default list that lives under data.splits_dir
+SPLITS_ENV = "SEMISEG_SPLITS_DIR"
+
+
+def voc_palette(n: int) -> Tuple[Tuple[int, int, int], ...]:
+    """The PASCAL VOC colour map: the bits of the class id interleaved into R, G, B (MSB first)."""
+    colours = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+def make_lut(mapping: Dict[int, int]) -> np.ndarray:
+    """A 256-entry uint8 label lookup: identity except for `mapping` (raw value -> internal id)."""
+    lut = np.arange(256, dtype=np.uint8)
+    for raw, internal in mapping.items():
+        lut[raw] = internal
+    return lut
+
+
+@dataclass
+class DatasetSplits:
+    """The three sources of a run; `lists` says where each came from (for logs)."""
+
+    labeled: Source
+    unlabeled: Optional[Source]
+    val: Source
+    lists: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Preset:
+    """What a dataset is: class names, display palette, evaluation and crop defaults."""
+
+    name: str
+    class_names: Tuple[str, ...]
+    palette: Tuple[Tuple[int, int, int], ...]
+    eval_mode: str = "original"  # original | center_crop | resize | sliding_window (methods.md §0.11)
+    crop_size: int = 321
+    default_root: Optional[str] = None
+    label_lut: Optional[np.ndarray] = field(default=None, repr=False)  # raw mask value -> internal id
+
+    def __post_init__(self):
+        self.class_names = tuple(self.class_names)
+        self.palette = tuple(tuple(int(v) for v in c) for c in self.palette)
+        if len(self.palette) != len(self.class_names):
+            raise ValueError(f"preset {self.name}: {len(self.palette)} colours for {len(self.class_names)} classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def build(self, data_cfg) -> DatasetSplits:
+        """The labeled, unlabeled and val sources for the `data` config section."""
+        raise NotImplementedError(f"preset {self.name} does not implement build()")
+
+
+@dataclass(frozen=True)
+class GlobList:
+    """A list generated from the files under the root matching `pattern` (sorted)."""
+
+    pattern: str  # relative to the root, e.g. "train2017/*.jpg"
+    mask_of: Optional[Callable[[str], str]] = None  # image path -> mask path (None: no masks)
+
+    def entries(self, root: Path, key: str) -> List[ListEntry]:
+        where = str(root / self.pattern)
+        images = sorted(p.relative_to(root).as_posix() for p in root.glob(self.pattern) if p.is_file())
+        if not images:
+            raise SemisegError(f"no files match {where}; check data.root or set {key}=<list file>")
+        return [ListEntry(im, self.mask_of(im) if self.mask_of else None, 0, where) for im in images]
+
+
+def _cfg(data_cfg, key: str):
+    return getattr(data_cfg, key, None)
+
+
+def _under(root: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() else root / path
+
+
+def _split_sort_key(name: str):
+    """Numeric splits by size ('92' < '1464'), fraction splits by denominator ('1_16' < '1_8')."""
+    digits = name.rsplit("_", 1)[-1]
+    return (name.count("_"), name.rsplit("_", 1)[0] if "_" in name else "",
+            int(digits) if digits.isdigit() else 0, name)
+
+
+@dataclass(eq=False)
+class ListPreset(Preset):
+    """A dataset on disk described by list files (the standard split layout, shared/splits)."""
+
+    train_list: Union[str, GlobList] = "train.txt"  # "{splits}/..." lives under splits_dir, else under root
+    val_list: str = "val.txt"
+    unlabeled_glob: Optional[GlobList] = None  # images of the root not in the labeled list (COCO)
+
+    def resolve_root(self, data_cfg) -> Path:
+        value = _cfg(data_cfg, "root") or self.default_root
+        if not value:
+            raise SemisegError(f"dataset '{self.name}' has no default folder; pass data.root=/path/to/{self.name}")
+        root = Path(os.path.expanduser(str(value)))
+        if not root.is_dir():
+            raise SemisegError(
+                f"dataset folder not found: {root} (dataset '{self.name}'); pass data.root=/path/to/{self.name}"
+            )
+        return root
+
+    def splits_dir(self, data_cfg) -> Path:
+        value = _cfg(data_cfg, "splits_dir") or os.environ.get(SPLITS_ENV)
+        if not value:
+            raise SemisegError(
+                f"dataset '{self.name}' needs the standard split lists: set data.splits_dir=.../splits "
+                f"(or the {SPLITS_ENV} environment variable)"
+            )
+        path = Path(os.path.expanduser(str(value)))
+        if not (path / self.name).is_dir():
+            raise SemisegError(
+                f"{path / self.name} not found: data.splits_dir must be the folder holding {self.name}/ "
+                "(the shared/splits layout); fix data.splits_dir"
+            )
+        return path
+
+    def split_folder(self, data_cfg) -> Path:
+        base = self.splits_dir(data_cfg) / self.name
+        split = str(_cfg(data_cfg, "split"))
+        folder = base / split
+        if not (folder / "labeled.txt").is_file():
+            valid = sorted((p.name for p in base.iterdir() if (p / "labeled.txt").is_file()), key=_split_sort_key)
+            raise SemisegError(
+                f"unknown split '{split}' for dataset '{self.name}'{closest(split, valid)} (no {folder}/labeled.txt); "
+                f"available splits: {', '.join(valid) or 'none'}"
+            )
+        return folder
+
+    def _default(self, spec: Union[str, GlobList], root: Path, data_cfg, key: str) -> List[ListEntry]:
+        if isinstance(spec, GlobList):
+            return spec.entries(root, key)
+        if spec.startswith(SPLITS):
+            return read_list(self.splits_dir(data_cfg) / self.name / spec[len(SPLITS):], key)
+        return read_list(root / spec, key)
+
+    def _check_first(self, entries: List[ListEntry], root: Path) -> None:
+        """Fail fast when a list's first image is not under the root (the usual wrong data.root)."""
+        if entries and not (root / entries[0].image).is_file():
+            first = entries[0]
+            raise SemisegError(
+                f"{first.where}: image {root / first.image} not found; is data.root={root} the {self.name} "
+                "folder the list's paths are relative to? Fix data.root or the list"
+            )
+
+    def build(self, data_cfg) -> DatasetSplits:
+        root = self.resolve_root(data_cfg)
+        split = _cfg(data_cfg, "split")
+        folder = self.split_folder(data_cfg) if split not in (None, "") else None
+        if _cfg(data_cfg, "labeled_list"):
+            labeled = read_list(_under(root, _cfg(data_cfg, "labeled_list")), "data.labeled_list")
+        elif folder is not None:
+            labeled = read_list(folder / "labeled.txt", "data.split")
+        else:
+            labeled = self._default(self.train_list, root, data_cfg, "data.labeled_list")
+        from_default = not _cfg(data_cfg, "labeled_list") and folder is None
+
+        if _cfg(data_cfg, "unlabeled_list"):
+            unlabeled = read_list(_under(root, _cfg(data_cfg, "unlabeled_list")), "data.unlabeled_list")
+        elif folder is not None and (folder / "unlabeled.txt").is_file():
+            unlabeled = read_list(folder / "unlabeled.txt", "data.split")
+        elif self.unlabeled_glob is not None and not from_default:
+            taken = {image_key(e.image) for e in labeled}
+            unlabeled = [e for e in self.unlabeled_glob.entries(root, "data.unlabeled_list")
+                         if image_key(e.image) not in taken]
+        else:
+            unlabeled = []
+
+        num, fraction = _cfg(data_cfg, "num_labeled"), _cfg(data_cfg, "labeled_fraction")
+        carved = ""
+        if num is not None or fraction is not None:
+            seed = _cfg(data_cfg, "split_seed") or 0
+            labeled, rest = carve_labeled(labeled, num, fraction, seed)
+            unlabeled = rest + unlabeled
+            carved = f" (carved {len(labeled)}, split_seed={seed})"
+        check_overlap(labeled, unlabeled)
+
+        if _cfg(data_cfg, "val_list"):
+            val = read_list(_under(root, _cfg(data_cfg, "val_list")), "data.val_list")
+        else:
+            val = self._default(self.val_list, root, data_cfg, "data.val_list")
+        for entries in (labeled, unlabeled, val):
+            self._check_first(entries, root)
+
+        def source(entries, is_labeled):
+            return ListFileSource(root, entries, self.num_classes, entries[0].list_file,
+                                  label_lut=self.label_lut, labeled=is_labeled)
+
+        def origin(entries):
+            return ", ".join(dict.fromkeys(e.list_file for e in entries))
+
+        return DatasetSplits(
+            labeled=source(labeled, True),
+            unlabeled=source(unlabeled, False) if unlabeled else None,
+            val=source(val, True),
+            lists={"labeled": origin(labeled) + carved, "unlabeled": origin(unlabeled), "val": origin(val)},
+        )
+
+
+def _coco_mask(image: str) -> str:
+    return f"masks/{PurePosixPath(image).stem}.png"
+
+
+def _cityscapes_mask(image: str) -> str:
+    return image.replace("leftImg8bit/", "gtFine/", 1).replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+
+
+CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                  "Pedestrian", "Bicyclist")
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+                      "motorcycle", "bicycle")
+CITYSCAPES_PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+                      (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+                      (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+                      (0, 80, 100), (0, 0, 230), (119, 11, 32))
+COCO_CLASSES = ("background",) + tuple((
+    "person, bicycle, car, motorcycle, airplane, bus, train, truck, boat, traffic light, fire hydrant, stop sign, "
+    "parking meter, bench, bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe, backpack, umbrella, "
+    "handbag, tie, suitcase, frisbee, skis, snowboard, sports ball, kite, baseball bat, baseball glove, skateboard, "
+    "surfboard, tennis racket, bottle, wine glass, cup, fork, knife, spoon, bowl, banana, apple, sandwich, orange, "
+    "broccoli, carrot, hot dog, pizza, donut, cake, chair, couch, potted plant, bed, dining table, toilet, tv, "
+    "laptop, mouse, remote, keyboard, cell phone, microwave, oven, toaster, sink, refrigerator, book, clock, vase, "
+    "scissors, teddy bear, hair drier, toothbrush").split(", "))
+ADE20K_CLASSES = tuple((
+    "wall, building, sky, floor, tree, ceiling, road, bed, windowpane, grass, cabinet, sidewalk, person, earth, "
+    "door, table, mountain, plant, curtain, chair, car, water, painting, sofa, shelf, house, sea, mirror, rug, "
+    "field, armchair, seat, fence, desk, rock, wardrobe, lamp, bathtub, railing, cushion, base, box, column, "
+    "signboard, chest of drawers, counter, sand, sink, skyscraper, fireplace, refrigerator, grandstand, path, "
+    "stairs, runway, case, pool table, pillow, screen door, stairway, river, bridge, bookcase, blind, "
+    "coffee table, toilet, flower, book, hill, bench, countertop, stove, palm, kitchen island, computer, "
+    "swivel chair, boat, bar, arcade machine, hovel, bus, towel, light, truck, tower, chandelier, awning, "
+    "streetlight, booth, television receiver, airplane, dirt track, apparel, pole, land, bannister, escalator, "
+    "ottoman, bottle, buffet, poster, stage, van, ship, fountain, conveyer belt, canopy, washer, plaything, "
+    "swimming pool, stool, barrel, basket, waterfall, tent, bag, minibike, cradle, oven, ball, food, step, tank, "
+    "trade name, microwave, pot, animal, bicycle, lake, dishwasher, screen, blanket, sculpture, hood, sconce, "
+    "vase, traffic light, tray, ashcan, fan, pier, crt screen, plate, monitor, bulletin board, shower, radiator, "
+    "glass, clock, flag").split(", "))
+
+# CamVid (SegNet 11-class, 480x360): label 11 = Unlabelled -> ignore. Crop 256: smaller than both sides, so no
+# padding, and about 1.6x fewer pixels than 321 for the CPU benchmarks this dataset is used for.
+CAMVID = ListPreset("camvid", CAMVID_CLASSES, CAMVID_PALETTE, eval_mode="original", crop_size=256,
+                    default_root="../shared/data/camvid", label_lut=make_lut({11: IGNORE_INDEX}),
+                    train_list="train.txt", val_list="val.txt")
+# PASCAL VOC 2012 (+SBD): masks are palette PNGs with 255 on object borders. Crop 321 (UniMatch classic/blended).
+PASCAL = ListPreset("pascal", VOC_CLASSES, voc_palette(21), eval_mode="original", crop_size=321,
+                    train_list=SPLITS + "train_aug.txt", val_list=SPLITS + "val.txt")
+# Cityscapes: masks are *_gtFine_labelTrainIds.png (19 classes, 255 ignore). Crop 801 and sliding-window
+# evaluation as UniMatch. With no list or split, the train list is generated from leftImg8bit/train.
+CITYSCAPES = ListPreset("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, eval_mode="sliding_window",
+                        crop_size=801, val_list=SPLITS + "val.txt",
+                        train_list=GlobList("leftImg8bit/train/*/*_leftImg8bit.png", _cityscapes_mask))
+# COCO (81 classes): masks/<id>.png hold 0 = background, 1..80 (UniMatch's masks). The split folders hold
+# labeled lists only: the unlabeled images are train2017/*.jpg minus the labeled list. Crop 513 (UniMatch).
+COCO = ListPreset("coco", COCO_CLASSES, voc_palette(81), eval_mode="original", crop_size=513,
+                  val_list=SPLITS + "val.txt", train_list=GlobList("train2017/*.jpg", _coco_mask),
+                  unlabeled_glob=GlobList("train2017/*.jpg"))
+# ADE20K (SceneParsing 150): raw 0 = "other" -> ignore, c -> c - 1. Crop 518 and the splits are UniMatch V2's
+# (the only published semi-supervised ADE20K protocol here); V2 evaluates in `resize` mode (m = 14), the ResNet
+# default here is `original` (set eval.mode=resize for ViT encoders). The palette is generated, not ADE's own.
+ADE20K = ListPreset("ade20k", ADE20K_CLASSES, voc_palette(151)[1:], eval_mode="original", crop_size=518,
+                    label_lut=make_lut({0: IGNORE_INDEX, **{c: c - 1 for c in range(1, 151)}}),
+                    train_list=SPLITS + "all/labeled.txt", val_list=SPLITS + "val.txt")
+
+for _preset in (CAMVID, PASCAL, CITYSCAPES, COCO, ADE20K):
+    DATASETS.register(_preset.name)(_preset)

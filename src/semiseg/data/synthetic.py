@@ -1,0 +1,169 @@
+"""Procedurally rendered scenes: the embedded default dataset (no files).
+
+Each scene is a ground plane with two textured "stuff" regions (grass-like
+noise, water-like stripes) and a handful of objects (disks, boxes,
+triangles, rings) drawn in random order, so later objects occlude earlier
+ones. What tells the classes apart is what tells real classes apart:
+- shape (objects share one colour distribution, so colour is useless),
+- texture (stuff classes differ by texture, not colour),
+- context (boats-like rings prefer water, disks prefer grass).
+Thin clutter strokes occlude everything, and a random illumination field,
+colour cast, gamma and sensor noise change the appearance of every image,
+which is what lets unlabeled images (seen under photometric perturbation)
+help a semi-supervised method.
+
+A scene is a pure function of (scene_seed, split, index): deterministic,
+~1 ms to render at 64x64, nothing cached on disk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sample import Sample
+
+CLASS_NAMES = ("background", "grass", "water", "disk", "box", "triangle", "ring")
+PALETTE = ((0, 0, 0), (60, 160, 60), (40, 90, 200), (220, 60, 60), (230, 200, 40), (200, 80, 220), (40, 210, 210))
+SPLIT_IDS = {"train": 0, "val": 1}
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1]: a random cells x cells grid, bilinearly upsampled."""
+    grid = rng.random((cells + 1, cells + 1))
+    coords = np.linspace(0, cells, size)
+    i0 = np.minimum(coords.astype(int), cells - 1)
+    frac = coords - i0
+    rows = grid[i0] * (1 - frac)[:, None] + grid[i0 + 1] * frac[:, None]
+    return rows[:, i0] * (1 - frac)[None, :] + rows[:, i0 + 1] * frac[None, :]
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.1, 0.9, size=3)
+
+
+def _stuff_region(rng: np.random.Generator, size: int, coverage: float) -> np.ndarray:
+    """A blob-shaped boolean region covering about `coverage` of the image."""
+    field = _smooth_noise(rng, size, int(rng.integers(2, 5)))
+    return field > np.quantile(field, 1.0 - coverage)
+
+
+def _grass_texture(rng, size, base):
+    """Fine isotropic noise around a colour: 'grass'."""
+    noise = rng.normal(0.0, 0.18, size=(size, size, 1))
+    return np.clip(base[None, None, :] * (1.0 + noise), 0, 1)
+
+
+def _water_texture(rng, size, base, yy, xx):
+    """Oriented sinusoidal stripes around a colour: 'water'."""
+    angle = rng.uniform(0, np.pi)
+    period = rng.uniform(3.0, 7.0)
+    phase = (np.cos(angle) * xx + np.sin(angle) * yy) * 2 * np.pi / period
+    wave = 0.35 * np.sin(phase)[..., None]
+    return np.clip(base[None, None, :] * (1.0 + wave), 0, 1)
+
+
+def _object_mask(kind: str, rng, yy, xx, size, centre) -> np.ndarray:
+    cy, cx = centre
+    r = rng.uniform(0.06, 0.2) * size
+    if kind == "disk":
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    if kind == "ring":
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
+    angle = rng.uniform(0, np.pi)
+    u = np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy)
+    v = -np.sin(angle) * (xx - cx) + np.cos(angle) * (yy - cy)
+    if kind == "box":
+        aspect = rng.uniform(0.5, 1.0)
+        return (np.abs(u) <= r) & (np.abs(v) <= r * aspect)
+    # triangle: intersection of three half-planes around the centre
+    inside = np.ones_like(u, dtype=bool)
+    for k in range(3):
+        theta = 2 * np.pi * k / 3
+        inside &= np.cos(theta) * u + np.sin(theta) * v <= 0.5 * r * 1.2
+    return inside
+
+
+# Context: where each object kind prefers to sit (probability of choosing each stuff region).
+OBJECT_KINDS = ("disk", "box", "triangle", "ring")
+CONTEXT = {"disk": "grass", "box": None, "triangle": None, "ring": "water"}
+
+
+def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (image uint8 HxWx3, mask uint8 HxW) scene."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    # ground: smooth colour gradient
+    ground = _random_colour(rng)
+    shade = _smooth_noise(rng, size, 2)[..., None]
+    image = np.clip(ground[None, None, :] * (0.7 + 0.6 * shade), 0, 1)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    regions = {}
+    for cls, name in ((1, "grass"), (2, "water")):
+        if rng.random() < 0.85:
+            region = _stuff_region(rng, size, rng.uniform(0.15, 0.35)) & (mask == 0)
+            base = _random_colour(rng)
+            texture = _grass_texture(rng, size, base) if name == "grass" else _water_texture(rng, size, base, yy, xx)
+            image[region] = texture[region]
+            mask[region] = cls
+            regions[name] = region
+    for _ in range(int(rng.integers(2, 7))):
+        kind = OBJECT_KINDS[int(rng.integers(len(OBJECT_KINDS)))]
+        cls = 3 + OBJECT_KINDS.index(kind)
+        centre = rng.uniform(0, size, size=2)
+        home = regions.get(CONTEXT[kind]) if CONTEXT[kind] else None
+        if home is not None and home.any() and rng.random() < 0.8:
+            # context: centre the object on a random pixel of its preferred region
+            ys, xs = np.nonzero(home)
+            j = int(rng.integers(len(ys)))
+            centre = (ys[j], xs[j])
+        shape = _object_mask(kind, rng, yy, xx, size, centre)
+        colour = _random_colour(rng)
+        speckle = rng.normal(0.0, 0.05, size=(size, size, 1))
+        image[shape] = np.clip(colour[None, None, :] * (1.0 + speckle), 0, 1)[shape]
+        mask[shape] = cls
+    # clutter: thin strokes in random colours occluding everything (labelled background)
+    for _ in range(int(rng.integers(0, 4))):
+        angle = rng.uniform(0, np.pi)
+        offset = rng.uniform(-size / 2, size / 2)
+        dist = np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2) - offset
+        stroke = np.abs(dist) < rng.uniform(0.4, 1.0)
+        image[stroke] = _random_colour(rng)
+        mask[stroke] = 0
+    # illumination: linear light gradient, colour cast, gamma, sensor noise
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2)) / size
+    light = rng.uniform(0.55, 1.25) * (1.0 + rng.uniform(0.0, 0.8) * ramp)
+    cast = rng.uniform(0.7, 1.3, size=3)
+    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.7, 1.4)
+    image = np.clip(image + rng.normal(0, 0.03, size=image.shape), 0, 1)
+    return (image * 255 + 0.5).astype(np.uint8), mask
+
+
+class SyntheticScenes:
+    """A `Source` of rendered scenes; `labeled=False` hides the masks."""
+
+    num_classes = len(CLASS_NAMES)
+
+    def __init__(self, num_images: int, image_size: int = 64, scene_seed: int = 0, split: str = "train",
+                 indices=None, labeled: bool = True):
+        self.image_size = image_size
+        self.scene_seed = scene_seed
+        self.split = split
+        self.indices = list(range(num_images)) if indices is None else list(indices)
+        self.labeled = labeled
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def name(self, index: int) -> str:
+        return f"synthetic/{self.split}/{self.indices[index]:05d}"
+
+    def load(self, index: int) -> Sample:
+        scene = self.indices[index]
+        rng = np.random.default_rng([self.scene_seed, SPLIT_IDS[self.split], scene])
+        image, mask = render_scene(rng, self.image_size)
+        return Sample(image=image, mask=mask if self.labeled else None, name=self.name(index))
+
+    def subset(self, indices, labeled: bool = True) -> "SyntheticScenes":
+        return SyntheticScenes(0, self.image_size, self.scene_seed, self.split,
+                               [self.indices[i] for i in indices], labeled)

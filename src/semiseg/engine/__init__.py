@@ -1,0 +1,1 @@
+"""Training and evaluation engine: metrics, the evaluator and the training loop."""

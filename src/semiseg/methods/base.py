@@ -1,0 +1,66 @@
+"""The method interface (architecture.md): one file per method implements it.
+
+A method owns its networks and exposes:
+- `training_step(batch, progress) -> (loss, logs)`: `batch["labeled"]` holds
+  `image`/`mask`; `batch["unlabeled"]` (when `num_strong_views` is not None)
+  holds `image_w`, `image_s` (k strong views), `box` (one CutMix box per
+  strong view) and `valid`; `progress` = t/T in [0, 1].
+- `after_step()`: EMA updates, queue maintenance (after the optimiser step).
+- `param_groups(lr, lr_multi)`: backbone vs head learning rates.
+- `predict(images) -> logits`: what evaluation uses.
+- `state_dict()/load_state_dict()`: nn.Module's, which covers teachers and
+  registered buffers (queues).
+The engine never branches on a method's name: it only reads these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Optional
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodParams:
+    """Parameters every method accepts (each method extends this)."""
+
+
+class Method(nn.Module):
+    Params: ClassVar[type] = MethodParams
+    # None: the method uses no unlabeled data; k >= 0: unlabeled weak view plus k strong views.
+    num_strong_views: ClassVar[Optional[int]] = None
+
+    def __init__(self, model: nn.Module, params: MethodParams):
+        super().__init__()
+        self.model = model
+        self.params = params
+
+    def training_step(self, batch: dict, progress: float) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after each optimiser step."""
+
+    def param_groups(self, lr: float, lr_multi: float) -> list[dict]:
+        """Encoder at lr, everything else (decoder, extra heads) at lr·lr_multi (§0.9)."""
+        return param_groups_of(self.model, lr, lr_multi)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """The networks the optimiser updates (teachers are excluded)."""
+        return [self.model]
+
+
+def param_groups_of(model: nn.Module, lr: float, lr_multi: float) -> list[dict]:
+    backbone = list(model.backbone_parameters())
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in ids]
+    return [
+        {"params": [p for p in backbone if p.requires_grad], "lr": lr, "base_lr": lr, "name": "backbone"},
+        {"params": [p for p in head if p.requires_grad], "lr": lr * lr_multi, "base_lr": lr * lr_multi, "name": "head"},
+    ]
