@@ -48,7 +48,7 @@ class DataConfig:
     num_labeled: Optional[int] = None  # carve this many labeled images out of the labeled list
     labeled_fraction: Optional[float] = None  # ... or this fraction (the rest become unlabeled)
     split_seed: int = 0  # seed of that carve-out (independent of the training seed)
-    crop_size: int = 321
+    crop_size: Optional[int] = None  # training crop S (the preset's default when unset)
     weak_pipeline: str = "unimatch"  # unimatch (W-U) | cps (W-C), methods.md §0.4
     scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
     num_workers: int = 2

@@ -33,7 +33,7 @@ class ListEntry:
 
     @property
     def where(self) -> str:
-        return f"{self.list_file}:{self.line}" if self.line else self.list_file
+        return f"{self.list_file}:{self.line}" if self.line else f"{self.list_file} (generated list)"
 
 
 def read_list(path, key: Optional[str] = None) -> List[ListEntry]:

@@ -110,10 +110,10 @@ def _under(root: Path, value: str) -> Path:
 
 
 def _split_sort_key(name: str):
-    """Numeric splits by size ('92' < '1464'), fraction splits by denominator ('1_16' < '1_8')."""
-    digits = name.rsplit("_", 1)[-1]
-    return (name.count("_"), name.rsplit("_", 1)[0] if "_" in name else "",
-            int(digits) if digits.isdigit() else 0, name)
+    """Smallest labeled set first: '92' < '1464', '1_16' < '1_8' < '1_4'; other names last."""
+    prefix, _, digits = name.rpartition("_")
+    size = (-int(digits) if prefix else int(digits)) if digits.isdigit() else 0
+    return (not digits.isdigit(), name.count("_"), prefix, size, name)
 
 
 @dataclass(eq=False)

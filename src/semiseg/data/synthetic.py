@@ -167,3 +167,29 @@ class SyntheticScenes:
     def subset(self, indices, labeled: bool = True) -> "SyntheticScenes":
         return SyntheticScenes(0, self.image_size, self.scene_seed, self.split,
                                [self.indices[i] for i in indices], labeled)
+
+
+def _register_preset():
+    from ..registry import DATASETS
+    from .presets import DatasetSplits, Preset
+    from .splits import carve_labeled
+
+    class SyntheticPreset(Preset):
+        """Rendered scenes; `data.num_labeled` / `labeled_fraction` carve the labeled subset."""
+
+        def build(self, data_cfg) -> DatasetSplits:
+            syn = data_cfg.synthetic
+            train = SyntheticScenes(syn.num_train, syn.image_size, syn.scene_seed, "train")
+            val = SyntheticScenes(syn.num_val, syn.image_size, syn.scene_seed, "val")
+            if data_cfg.num_labeled is None and data_cfg.labeled_fraction is None:
+                return DatasetSplits(labeled=train, unlabeled=None, val=val, lists={"labeled": "synthetic/train"})
+            labeled, unlabeled = carve_labeled(list(range(syn.num_train)), data_cfg.num_labeled,
+                                               data_cfg.labeled_fraction, data_cfg.split_seed)
+            return DatasetSplits(labeled=train.subset(labeled), unlabeled=train.subset(unlabeled, labeled=False),
+                                 val=val, lists={"labeled": f"synthetic/train ({len(labeled)} labeled)"})
+
+    DATASETS.register("synthetic")(SyntheticPreset(
+        name="synthetic", class_names=CLASS_NAMES, palette=PALETTE, eval_mode="original", crop_size=64))
+
+
+_register_preset()

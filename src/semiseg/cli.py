@@ -1,0 +1,139 @@
+"""`semiseg` command line: list, train, eval, predict, demo.
+
+Every user-fixable problem surfaces as one line `error: ...` and exit status
+2 (SemisegError); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import SemisegError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless the user asks for it
+
+
+def _cmd_list(args) -> int:
+    from . import catalog
+    from .models.encoder import CPU_ENCODERS
+
+    print("methods:")
+    for name in catalog.METHODS:
+        doc = (catalog.METHODS.get(name).__module__ and sys.modules[catalog.METHODS.get(name).__module__].__doc__ or "")
+        print(f"  {name:<14} {doc.strip().splitlines()[0] if doc.strip() else ''}")
+    print("datasets:")
+    for name in catalog.DATASETS:
+        preset = catalog.DATASETS.get(name)
+        print(f"  {name:<14} {preset.num_classes} classes, eval {preset.eval_mode}, crop {preset.crop_size}")
+    print("encoders: any timm model with features_only; CPU-size ones: " + ", ".join(CPU_ENCODERS))
+    return 0
+
+
+def _default_output_dir(config: str | None, overrides) -> str:
+    stem = Path(config).stem if config else "default"
+    return str(Path("runs") / stem)
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+    from .engine.trainer import train
+
+    overrides = list(args.overrides)
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    cfg = load_config(args.config, overrides)
+    if cfg.output_dir is None:
+        cfg.output_dir = _default_output_dir(args.config, overrides)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"{summary['method']}: last mIoU {summary['last_miou']:.2f}, best {summary['best_miou']:.2f} "
+          f"(iteration {summary['best_step']}); outputs in {cfg.output_dir}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .engine.inference import evaluate_checkpoint
+
+    result, label = evaluate_checkpoint(args.checkpoint, args.mode, args.root, list(args.overrides))
+    print(result.table(label))
+    print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .engine.inference import predict_files
+
+    written = predict_files(args.checkpoint, args.inputs, args.out, args.mode)
+    print(f"wrote {len(written)} predictions (palette PNG + overlay) to {args.out}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output_dir, list(args.overrides), seeds=args.seeds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list methods, datasets and encoders")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("train", help="train a method from a config file",
+                       description="Train from a YAML config; later key=value pairs override it "
+                                   "(e.g. train.total_iters=1000 output_dir=runs/x).")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--root", help="dataset folder (same as data.root=...)")
+    p.add_argument("--resume", help="'auto' continues from output_dir/latest.pt if present, or a checkpoint path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's val set",
+                       description="Evaluate a checkpoint (its saved config says which dataset); "
+                                   "key=value pairs override that config (e.g. data.val_list=...).")
+    p.add_argument("checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--mode", choices=["original", "center_crop", "resize", "sliding_window"],
+                   help="evaluation mode (default: the dataset's)")
+    p.add_argument("--root", help="dataset folder (same as data.root=...)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="segment images with a checkpoint",
+                       description="Write a palette PNG of the predicted classes and an overlay per image.")
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", help="supervised vs FixMatch on the synthetic scenes, with a comparison table")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the table averages them)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except SemisegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint (if any) is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""From a config to the objects a run needs: preset, data splits, method, loaders."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from .. import catalog
+from ..config import resolve_method_params
+from ..data.sampling import LABELED_STREAM, UNLABELED_STREAM, SeededItems, StepBatchSampler, StepSampler
+from ..data.transforms import build_weak
+from ..data.views import LabeledDataset, UnlabeledDataset
+from ..errors import SemisegError
+from ..models import build_model
+
+
+def build_preset(cfg):
+    return catalog.DATASETS.get(cfg.data.dataset)
+
+
+def build_method(cfg, num_classes: int, load_weights: bool = True):
+    """The method named by `method.name`, with its network; its params validated."""
+    method_cls = catalog.METHODS.get(cfg.method.name)
+    params = resolve_method_params(cfg, method_cls.Params)
+    model_cfg = cfg.model if load_weights else {**cfg.model, "pretrained": None}
+    model = build_model(_Namespace(model_cfg), num_classes)
+    return method_cls(model, params)
+
+
+class _Namespace:
+    def __init__(self, mapping):
+        for key in ("encoder", "output_stride", "pretrained", "aspp_channels", "decoder_channels",
+                    "low_level_channels"):
+            setattr(self, key, mapping[key])
+
+
+def _loader(dataset, sampler: StepSampler, start: int, stop: int, workers: int, seed: int):
+    batches = StepBatchSampler(sampler, start, stop)
+    return DataLoader(SeededItems(dataset), batch_sampler=batches, num_workers=workers,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+def crop_size(cfg, preset) -> int:
+    return cfg.data.crop_size or preset.crop_size
+
+
+def build_train_batches(cfg, preset, splits, method, start: int):
+    """An iterator over {"labeled": ..., "unlabeled": ...} batches for steps start..T-1."""
+    data, train = cfg.data, cfg.train
+    weak = build_weak(data.weak_pipeline, crop_size(cfg, preset), tuple(data.scale_range))
+    total = train.total_iters
+    labeled = _loader(LabeledDataset(splits.labeled, weak),
+                      StepSampler(len(splits.labeled), train.total_batch_size, cfg.seed, LABELED_STREAM),
+                      start, total, data.num_workers, cfg.seed)
+    if method.num_strong_views is None:
+        for batch in labeled:
+            yield {"labeled": batch}
+        return
+    if splits.unlabeled is None or len(splits.unlabeled) == 0:
+        raise SemisegError(f"method '{cfg.method.name}' needs unlabeled images: set data.unlabeled_list, "
+                           "data.split, or data.num_labeled / data.labeled_fraction")
+    batch_u = train.unlabeled_batch_size or train.total_batch_size
+    if batch_u < 2 and method.num_strong_views > 0:
+        raise SemisegError("train.unlabeled_batch_size must be at least 2 for CutMix (a sample's partner "
+                           "is another sample of the batch)")
+    unlabeled = _loader(UnlabeledDataset(splits.unlabeled, weak, method.num_strong_views),
+                        StepSampler(len(splits.unlabeled), batch_u, cfg.seed, UNLABELED_STREAM),
+                        start, total, data.num_workers, cfg.seed)
+    for batch_l, batch_u in zip(labeled, unlabeled):
+        yield {"labeled": batch_l, "unlabeled": batch_u}

@@ -1,0 +1,58 @@
+"""Checkpoints: atomic writes (temp file + rename) and safe loading (weights_only=True)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import SemisegError
+
+
+def save_atomic(obj: dict, path: str | Path) -> None:
+    """Write to `<path>.tmp`, fsync, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SemisegError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SemisegError(f"{path}: not a readable semiseg checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or "method" not in ckpt or "config" not in ckpt:
+        raise SemisegError(f"{path}: not a semiseg checkpoint (no 'method'/'config' entries)")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, num_classes: int, encoder: str, origin: str) -> None:
+    """Stop with one line when a checkpoint's model differs from the one being built."""
+    meta = ckpt.get("meta", {})
+    if meta.get("num_classes") != num_classes:
+        raise SemisegError(f"{origin}: checkpoint model has {meta.get('num_classes')} classes, the dataset has "
+                           f"{num_classes}; use a checkpoint trained on this dataset (or set data.dataset to match)")
+    if meta.get("encoder") not in (None, encoder):
+        raise SemisegError(f"{origin}: checkpoint encoder is '{meta.get('encoder')}', the config asks for "
+                           f"'{encoder}'; set model.encoder={meta.get('encoder')}")
+
+
+def load_method_state(method: torch.nn.Module, state: dict, origin: str) -> None:
+    own = method.state_dict()
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    if wrong or missing:
+        key = (wrong or missing)[0]
+        detail = (f"shape {tuple(state[key].shape)} vs {tuple(own[key].shape)}" if wrong else "missing")
+        raise SemisegError(f"{origin}: checkpoint does not fit this model ({key}: {detail}); "
+                           "was it trained with another method, encoder or class count?")
+    method.load_state_dict(state, strict=False)
