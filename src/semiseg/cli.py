@@ -76,6 +76,15 @@ def _cmd_demo(args) -> int:
     return run_demo(args.output_dir, list(args.overrides), seeds=args.seeds)
 
 
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it with its traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split("SemisegError: ", 1)[-1]
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised semantic segmentation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -121,14 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after options (`train cfg.yaml --resume auto lr=0.1`)
+    stray = [item for item in extra if item.startswith("-") or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
         return args.func(args)
     except SemisegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint (if any) is intact", file=sys.stderr)

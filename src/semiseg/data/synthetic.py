@@ -64,7 +64,7 @@ def _water_texture(rng, size, base, yy, xx):
 
 def _object_mask(kind: str, rng, yy, xx, size, centre) -> np.ndarray:
     cy, cx = centre
-    r = rng.uniform(0.06, 0.2) * size
+    r = rng.uniform(0.1, 0.26) * size
     if kind == "disk":
         return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     if kind == "ring":
@@ -82,6 +82,28 @@ def _object_mask(kind: str, rng, yy, xx, size, centre) -> np.ndarray:
         theta = 2 * np.pi * k / 3
         inside &= np.cos(theta) * u + np.sin(theta) * v <= 0.5 * r * 1.2
     return inside
+
+
+def _object_appearance(kind: str, rng, colour, shape, yy, xx) -> np.ndarray:
+    """Each object kind has its own shading on top of its shape (colour stays uninformative):
+    disks are lit spheres, boxes have a dark outline, triangles a dotted surface, rings are flat."""
+    size = shape.shape[0]
+    speckle = rng.normal(0.0, 0.05, size=(size, size, 1))
+    out = colour[None, None, :] * (1.0 + speckle)
+    ys, xs = np.nonzero(shape)
+    if kind == "disk" and len(ys):
+        cy, cx, r = ys.mean(), xs.mean(), max(1.0, np.sqrt(len(ys) / np.pi))
+        d = np.sqrt((yy - cy + 0.3 * r) ** 2 + (xx - cx + 0.3 * r) ** 2) / r
+        out = out * np.clip(1.35 - 0.6 * d, 0.3, 1.4)[..., None]
+    elif kind == "box":
+        inner = shape.copy()
+        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            inner &= np.roll(shape, (dy, dx), axis=(0, 1))
+        out[shape & ~inner] *= 0.25
+    elif kind == "triangle":
+        dots = ((yy.astype(int) % 4) < 2) & ((xx.astype(int) % 4) < 2)
+        out[dots] = out[dots] * 0.55 + 0.35
+    return np.clip(out, 0, 1)
 
 
 # Context: where each object kind prefers to sit (probability of choosing each stuff region).
@@ -106,7 +128,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
             image[region] = texture[region]
             mask[region] = cls
             regions[name] = region
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(int(rng.integers(1, 5))):
         kind = OBJECT_KINDS[int(rng.integers(len(OBJECT_KINDS)))]
         cls = 3 + OBJECT_KINDS.index(kind)
         centre = rng.uniform(0, size, size=2)
@@ -118,11 +140,10 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
             centre = (ys[j], xs[j])
         shape = _object_mask(kind, rng, yy, xx, size, centre)
         colour = _random_colour(rng)
-        speckle = rng.normal(0.0, 0.05, size=(size, size, 1))
-        image[shape] = np.clip(colour[None, None, :] * (1.0 + speckle), 0, 1)[shape]
+        image[shape] = _object_appearance(kind, rng, colour, shape, yy, xx)[shape]
         mask[shape] = cls
     # clutter: thin strokes in random colours occluding everything (labelled background)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         angle = rng.uniform(0, np.pi)
         offset = rng.uniform(-size / 2, size / 2)
         dist = np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2) - offset

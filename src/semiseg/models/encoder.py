@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import timm
 import torch
 from torch import nn
@@ -13,10 +15,15 @@ from ..registry import closest
 CPU_ENCODERS = ("resnet18", "resnet50", "mobilenetv3_large_100", "tf_efficientnet_lite0")
 
 
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> frozenset:
+    return frozenset(timm.list_models())
+
+
 def check_encoder_name(name: str) -> None:
-    if name not in timm.list_models():
+    if name not in _timm_names():
         raise SemisegError(
-            f"unknown encoder '{name}'{closest(name, timm.list_models())}; any timm model name works, "
+            f"unknown encoder '{name}'{closest(name, _timm_names())}; any timm model name works, "
             f"e.g. {', '.join(CPU_ENCODERS)} (see `semiseg list`)"
         )
 

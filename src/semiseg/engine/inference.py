@@ -1,0 +1,98 @@
+"""Using a trained checkpoint: evaluate it on a val set, or segment image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image, UnidentifiedImageError
+
+from ..config import Config, parse_overrides
+from ..data.normalize import normalize, to_tensor
+from ..errors import SemisegError
+from ..viz import overlay, palette_image
+from .build import build_method, build_preset, crop_size
+from .checkpoint import check_compatible, load_checkpoint, load_method_state
+from .environment import pick_device
+from .evaluator import evaluate, predict_logits
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _config_of(ckpt: dict, overrides) -> "OmegaConf":
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), ckpt["config"])
+    if overrides:
+        from ..config import _merge
+
+        cfg = _merge(cfg, parse_overrides(overrides), "command line")
+    return cfg
+
+
+def load_for_inference(path, overrides=()):
+    """(cfg, preset, method in eval mode on its device) from a checkpoint."""
+    ckpt = load_checkpoint(path)
+    cfg = _config_of(ckpt, overrides)
+    preset = build_preset(cfg)
+    check_compatible(ckpt, preset.num_classes, cfg.model.encoder, str(path))
+    method = build_method(cfg, preset.num_classes, load_weights=False)
+    load_method_state(method, ckpt["method"], str(path))
+    device = pick_device(cfg.device)
+    return cfg, preset, method.to(device).eval(), device
+
+
+def evaluate_checkpoint(path, mode=None, root=None, overrides=()):
+    overrides = list(overrides) + ([f"data.root={root}"] if root else [])
+    cfg, preset, method, device = load_for_inference(path, overrides)
+    splits = preset.build(cfg.data)
+    result = evaluate(method.predict, splits.val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
+                      crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
+                      resize_multiple=cfg.eval.resize_multiple, device=device, progress=True,
+                      class_names=list(preset.class_names))
+    return result, f"{cfg.method.name} ({Path(path).name})"
+
+
+def _collect(inputs) -> list[Path]:
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SemisegError(f"input not found: {item}")
+    if not files:
+        raise SemisegError(f"no images found in {', '.join(map(str, inputs))} "
+                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SemisegError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
+
+
+def predict_files(path, inputs, out_dir, mode: str = "original") -> list[Path]:
+    """For each image: `<stem>.png` (class ids with the preset palette) and `<stem>_overlay.jpg`."""
+    cfg, preset, method, device = load_for_inference(path)
+    files = _collect(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with torch.inference_mode():
+        for file in files:
+            rgb = _read_rgb(file)
+            image = normalize(to_tensor(rgb)).unsqueeze(0).to(device)
+            scores, _ = predict_logits(method.predict, image, preset.num_classes, mode,
+                                       crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
+                                       resize_multiple=cfg.eval.resize_multiple)
+            labels = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            palette_image(labels, preset.palette).save(out / f"{file.stem}.png")
+            overlay(rgb, labels, preset.palette).save(out / f"{file.stem}_overlay.jpg", quality=92)
+            written.append(out / f"{file.stem}.png")
+    return written
