@@ -72,7 +72,7 @@ def _collect(inputs) -> list[Path]:
 def _read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise SemisegError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
 

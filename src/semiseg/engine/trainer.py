@@ -137,9 +137,9 @@ class Trainer:
             self.step += 1
             bar.update(1)
             if self.step % max(1, t.log_every) == 0 or self.step == total:
-                values = {"loss": float(loss), "lr": lr, **{k: float(v) for k, v in logs.items()}}
+                values = {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in logs.items()}}
                 self.logger.log(self.step, values)
-                bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}")
             at_eval = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
             if at_eval:
                 result = self.evaluate()
