@@ -51,6 +51,9 @@ class DataConfig:
     crop_size: Optional[int] = None  # training crop S (the preset's default when unset)
     weak_pipeline: str = "unimatch"  # unimatch (W-U) | cps (W-C), methods.md §0.4
     scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    # σ range of the strong view's Gaussian blur, in pixels (methods.md §0.5: [0.1, 2.0] for crops of
+    # 321-801 px; scale it with the crop for small images, e.g. [0.02, 0.4] for 64 px scenes)
+    strong_blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
     num_workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

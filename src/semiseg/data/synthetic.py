@@ -153,9 +153,11 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     # illumination: linear light gradient, colour cast, gamma, sensor noise
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2)) / size
-    light = rng.uniform(0.55, 1.25) * (1.0 + rng.uniform(0.0, 0.8) * ramp)
-    cast = rng.uniform(0.7, 1.3, size=3)
-    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.7, 1.4)
+    light = rng.uniform(0.3, 1.3) * (1.0 + rng.uniform(0.0, 1.2) * ramp)
+    cast = rng.uniform(0.5, 1.5, size=3)
+    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.6, 1.6)
+    haze = rng.uniform(0.0, 0.5)  # low contrast: blend towards a flat haze colour
+    image = (1 - haze) * image + haze * rng.uniform(0.2, 0.8, size=3)[None, None, :]
     image = np.clip(image + rng.normal(0, 0.03, size=image.shape), 0, 1)
     return (image * 255 + 0.5).astype(np.uint8), mask
 

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from .. import catalog
 from ..config import resolve_method_params
 from ..data.sampling import LABELED_STREAM, UNLABELED_STREAM, SeededItems, StepBatchSampler, StepSampler
-from ..data.transforms import build_weak
+from ..data.transforms import StrongPhotometric, build_weak
 from ..data.views import LabeledDataset, UnlabeledDataset
 from ..errors import SemisegError
 from ..models import build_model
@@ -64,7 +64,8 @@ def build_train_batches(cfg, preset, splits, method, start: int):
     if batch_u < 2 and method.num_strong_views > 0:
         raise SemisegError("train.unlabeled_batch_size must be at least 2 for CutMix (a sample's partner "
                            "is another sample of the batch)")
-    unlabeled = _loader(UnlabeledDataset(splits.unlabeled, weak, method.num_strong_views),
+    strong = StrongPhotometric(blur_sigma=tuple(data.strong_blur_sigma))
+    unlabeled = _loader(UnlabeledDataset(splits.unlabeled, weak, method.num_strong_views, strong),
                         StepSampler(len(splits.unlabeled), batch_u, cfg.seed, UNLABELED_STREAM),
                         start, total, data.num_workers, cfg.seed)
     for batch_l, batch_u in zip(labeled, unlabeled):
