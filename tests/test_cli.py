@@ -9,7 +9,7 @@ from PIL import Image
 
 from semiseg.cli import main
 
-TINY_MODEL = ["model.encoder=resnet18", "model.aspp_channels=8", "model.decoder_channels=8",
+TINY_MODEL = ["model.encoder=resnet18", "model.pretrained=null", "model.aspp_channels=8", "model.decoder_channels=8",
               "model.low_level_channels=8", "data.num_workers=0", "train.total_batch_size=2",
               "train.unlabeled_batch_size=2", "train.log_every=1"]
 

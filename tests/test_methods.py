@@ -19,7 +19,7 @@ NUM_CLASSES, SIZE, B = 5, 32, 2
 
 
 def tiny_cfg(name):
-    return load_config(None, ["train.total_iters=1", f"method.name={name}", "model.encoder=resnet18",
+    return load_config(None, ["train.total_iters=1", f"method.name={name}", "model.encoder=resnet18", "model.pretrained=null",
                               "model.aspp_channels=8", "model.decoder_channels=8", "model.low_level_channels=8"])
 
 

@@ -64,7 +64,7 @@ def _water_texture(rng, size, base, yy, xx):
 
 def _object_mask(kind: str, rng, yy, xx, size, centre) -> np.ndarray:
     cy, cx = centre
-    r = rng.uniform(0.1, 0.26) * size
+    r = rng.uniform(0.12, 0.28) * size
     if kind == "disk":
         return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     if kind == "ring":
@@ -101,7 +101,7 @@ def _object_appearance(kind: str, rng, colour, shape, yy, xx) -> np.ndarray:
             inner &= np.roll(shape, (dy, dx), axis=(0, 1))
         out[shape & ~inner] *= 0.25
     elif kind == "triangle":
-        dots = ((yy.astype(int) % 4) < 2) & ((xx.astype(int) % 4) < 2)
+        dots = ((yy.astype(int) % 6) < 3) & ((xx.astype(int) % 6) < 3)
         out[dots] = out[dots] * 0.55 + 0.35
     return np.clip(out, 0, 1)
 
@@ -128,7 +128,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
             image[region] = texture[region]
             mask[region] = cls
             regions[name] = region
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(2, 6))):
         kind = OBJECT_KINDS[int(rng.integers(len(OBJECT_KINDS)))]
         cls = 3 + OBJECT_KINDS.index(kind)
         centre = rng.uniform(0, size, size=2)
@@ -153,10 +153,10 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     # illumination: linear light gradient, colour cast, gamma, sensor noise
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2)) / size
-    light = rng.uniform(0.3, 1.3) * (1.0 + rng.uniform(0.0, 1.2) * ramp)
-    cast = rng.uniform(0.5, 1.5, size=3)
+    light = rng.uniform(0.4, 1.3) * (1.0 + rng.uniform(0.0, 1.0) * ramp)
+    cast = rng.uniform(0.6, 1.4, size=3)
     image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.6, 1.6)
-    haze = rng.uniform(0.0, 0.5)  # low contrast: blend towards a flat haze colour
+    haze = rng.uniform(0.0, 0.35)  # low contrast: blend towards a flat haze colour
     image = (1 - haze) * image + haze * rng.uniform(0.2, 0.8, size=3)[None, None, :]
     image = np.clip(image + rng.normal(0, 0.03, size=image.shape), 0, 1)
     return (image * 255 + 0.5).astype(np.uint8), mask
