@@ -85,7 +85,7 @@ def check_overlap(labeled: Sequence[ListEntry], unlabeled: Sequence[ListEntry]) 
 def _mask_array(mask: Image.Image, path: Path, where: str) -> np.ndarray:
     """Class ids of a single-channel mask image as uint8 H x W."""
     if mask.mode in ("L", "P"):
-        return np.asarray(mask, dtype=np.uint8)
+        return np.array(mask, dtype=np.uint8)
     if mask.mode == "1":
         return np.asarray(mask).astype(np.uint8)
     if mask.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -170,7 +170,7 @@ class ListFileSource:
             ) from None
         finally:
             image.close()
-        return np.asarray(rgb, dtype=np.uint8)
+        return np.array(rgb, dtype=np.uint8)  # writable: torch.from_numpy needs it
 
     def _load_mask(self, entry: ListEntry, image_hw: tuple) -> np.ndarray:
         path = self.root / entry.mask
