@@ -21,15 +21,20 @@ def save_atomic(obj: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def safe_torch_load(path: str | Path, what: str, missing_hint: str = ""):
+    """torch.load(weights_only=True) on CPU; a missing or unreadable file is one SemisegError line."""
     path = Path(path)
     if not path.is_file():
-        raise SemisegError(f"checkpoint not found: {path}")
+        raise SemisegError(f"{what} not found: {path}{missing_hint}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SemisegError(f"{path}: not a readable semiseg checkpoint ({type(exc).__name__}: "
+        raise SemisegError(f"{path}: not a readable {what} ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:120]})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    ckpt = safe_torch_load(path, "semiseg checkpoint")
     if not isinstance(ckpt, dict) or "method" not in ckpt or "config" not in ckpt:
         raise SemisegError(f"{path}: not a semiseg checkpoint (no 'method'/'config' entries)")
     return ckpt

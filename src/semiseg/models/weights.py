@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 import timm
 import torch
@@ -103,11 +102,7 @@ def load_pretrained(encoder, spec: str) -> None:
                                f"({type(exc).__name__}); give a local weights file instead") from None
         load_encoder_state(encoder.body, state, f"timm weights {full_name}")
         return
-    path = Path(spec)
-    if not path.is_file():
-        raise SemisegError(f"model.pretrained: weights file not found: {spec} (use a file path, `imagenet` or none)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SemisegError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    load_encoder_state(encoder.body, _unwrap(obj, str(path)), str(path))
+    from ..engine.checkpoint import safe_torch_load
+
+    obj = safe_torch_load(spec, "model.pretrained weights file", " (use a file path, `imagenet` or none)")
+    load_encoder_state(encoder.body, _unwrap(obj, spec), spec)
