@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -158,7 +159,7 @@ class Trainer:
                    "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
         self.logger.log(self.step, {k: v for k, v in summary.items() if not isinstance(v, list)}, kind="summary")
         self.logger.close()
-        (self.output_dir / "summary.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
+        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(format_iou_table({cfg.method.name: result.iou}, self.preset.class_names))
         return summary
 
