@@ -7,6 +7,7 @@ on CPU (architecture.md, Engine).
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -57,7 +58,8 @@ def init_distributed(device_name: str) -> DistributedContext:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        binds_device = "device_id" in inspect.signature(dist.init_process_group).parameters  # torch >= 2.3
+        kwargs = {"device_id": device} if device.type == "cuda" and binds_device else {}
         dist.init_process_group(backend=backend, **kwargs)
     return DistributedContext(rank, world_size, local_rank, device)
 

@@ -16,6 +16,12 @@ from ..errors import SemisegError
 AMP_MODES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _cuda_grad_scaler():
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 class Precision:
     def __init__(self, amp: str, device: torch.device):
         if amp not in AMP_MODES:
@@ -25,7 +31,7 @@ class Precision:
         self.mode = amp
         self.dtype = AMP_MODES[amp]
         self.device_type = device.type
-        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.scaler = _cuda_grad_scaler() if amp == "fp16" else None
 
     def autocast(self):
         """The context for forwards (training step and evaluation)."""

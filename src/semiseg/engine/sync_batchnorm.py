@@ -56,7 +56,7 @@ class CrossProcessBatchNorm(_BatchNorm):
         mean = stats[:channels] / total
         var = (stats[channels:2 * channels] / total - mean * mean).clamp_min(0.0)
         if self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach(), float(total))
+            self._update_running_stats(mean.detach(), var.detach(), float(total.detach()))
         shape = [1, channels] + [1] * (x.dim() - 2)
         y = (local - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         y = y.to(x.dtype)
