@@ -1,6 +1,7 @@
 """Batch statistics over all processes when world size > 1 (methods.md §0.10: SyncBN whenever W > 1).
 
-On GPUs this is torch's `nn.SyncBatchNorm`. torch's version refuses CPU tensors,
+On GPUs this is timm's converter (torch's `nn.SyncBatchNorm`, plus timm's BatchNorm+act
+layers, whose activation torch's converter would drop). torch's version refuses CPU tensors,
 so CPU runs (gloo) use `CrossProcessBatchNorm`: the per-channel sum, sum of squares
 and count are all-reduced by `SumOverRanks`, whose backward all-reduces the gradients
 of those sums. Each rank therefore gets the gradient of the global batch statistics,
@@ -13,7 +14,11 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
+from timm.layers import BatchNormAct2d
+from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..errors import SemisegError
 
 
 class SumOverRanks(torch.autograd.Function):
@@ -44,8 +49,13 @@ class CrossProcessBatchNorm(_BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if not synced:
-            return super().forward(x)
+        y = self._normalize_over_ranks(x) if synced else super().forward(x)
+        for post in ("drop", "act"):  # carried over from timm's BatchNormAct2d
+            if hasattr(self, post):
+                y = getattr(self, post)(y)
+        return y
+
+    def _normalize_over_ranks(self, x: torch.Tensor) -> torch.Tensor:
         dims = [0] + list(range(2, x.dim()))
         local = x.double()
         count = torch.full((1,), x.numel() // x.shape[1], dtype=torch.float64, device=x.device)
@@ -73,6 +83,9 @@ class CrossProcessBatchNorm(_BatchNorm):
         self.running_var.mul_(1 - momentum).add_(unbiased.to(self.running_var.dtype), alpha=momentum)
 
 
+CONVERTIBLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, BatchNormAct2d)
+
+
 def _to_cross_process(module: _BatchNorm, group) -> CrossProcessBatchNorm:
     new = CrossProcessBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                 module.track_running_stats)
@@ -82,8 +95,19 @@ def _to_cross_process(module: _BatchNorm, group) -> CrossProcessBatchNorm:
     if module.track_running_stats:
         new.running_mean, new.running_var = module.running_mean, module.running_var
         new.num_batches_tracked = module.num_batches_tracked
+    for post in ("drop", "act"):
+        if hasattr(module, post):
+            new.add_module(post, getattr(module, post))
     new.train(module.training)
     return new
+
+
+def _check_convertible(module: nn.Module) -> None:
+    """Only layers whose forward is plain BatchNorm (+ timm's drop/act) can be swapped safely."""
+    for sub in module.modules():
+        if isinstance(sub, _BatchNorm) and type(sub) not in CONVERTIBLE:
+            raise SemisegError(f"cannot synchronise BatchNorm over processes: {type(sub).__name__} is a subclass "
+                               "with its own forward; use nn.BatchNorm2d or timm's BatchNormAct2d")
 
 
 def convert_to_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
@@ -91,8 +115,9 @@ def convert_to_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Mod
 
     Called by every rank at the same point (it creates a process group when one is up).
     """
+    _check_convertible(module)
     if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return timm_convert_sync_batchnorm(module)
     group = dist.new_group() if dist.is_available() and dist.is_initialized() else None
     _replace_batchnorm(module, group)
     return module

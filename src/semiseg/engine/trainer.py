@@ -237,7 +237,7 @@ class Trainer:
                    "best_step": self.best["step"], "iterations": total, "seconds": round(elapsed, 1),
                    "it_per_s": round((self.step - start_step) / elapsed, 3) if elapsed > 0 else None,
                    "world_size": self.dist.world_size, "accumulation_steps": self.plan.accumulation_steps,
-                   "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
+                   "val_images": result.num_images, "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
         self.logger.log(self.step, {k: v for k, v in summary.items() if not isinstance(v, list)}, kind="summary")
         self.logger.close()
         if self.dist.is_main:
