@@ -49,3 +49,14 @@ def train_losses(output_dir: Path) -> dict[int, float]:
 
 def final_state(output_dir: Path) -> dict:
     return torch.load(Path(output_dir) / "latest.pt", map_location="cpu", weights_only=True)
+
+
+class single_thread:
+    """torch on one thread inside the block (2 threads on a shared, loaded 2-core machine spin-wait)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)

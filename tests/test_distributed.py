@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_runs import REPO, final_state, subprocess_env, train_command, train_losses
+from engine_runs import REPO, final_state, single_thread, subprocess_env, train_command, train_losses
 
 # Total batch 4: two ranks x 2 images against one process x 4, 3 SGD steps. The ranks see the same
 # images with the same augmentations (step-indexed sampler), the same BatchNorm statistics
@@ -58,12 +58,8 @@ def test_distributed_eval_counts_every_val_image_once_and_matches_one_process(ru
     out, _ = runs
     summary = json.loads((out / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["val_images"] == 5
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the ranks ran single-threaded: same kernels, same logits
-    try:
+    with single_thread():  # the ranks ran single-threaded: same kernels, same logits
         single, _ = evaluate_checkpoint(out / "two" / "latest.pt")
-    finally:
-        torch.set_num_threads(threads)
     assert single.num_images == 5
     np.testing.assert_array_equal(np.array(summary["iou"]), single.iou)
     assert summary["last_miou"] == single.miou
