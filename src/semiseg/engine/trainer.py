@@ -116,7 +116,11 @@ class Trainer:
 
     def _resume(self, resume: str) -> None:
         path = self.output_dir / "latest.pt" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.is_file():
+        found = gather_objects(path.is_file(), self.dist)
+        if len(set(found)) > 1:  # every rank loads the file itself: all must see the same one
+            raise SemisegError(f"{path} exists for ranks {[r for r, f in enumerate(found) if f]} only; with several "
+                               "nodes, output_dir (and a --resume path) must be on a filesystem all nodes share")
+        if resume == "auto" and not found[0]:
             return  # nothing to resume: a fresh run
         ckpt = load_checkpoint(path)
         check_compatible(ckpt, self.num_classes, self.cfg.model.encoder, str(path))
