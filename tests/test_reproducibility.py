@@ -1,4 +1,4 @@
-"""Checkpointed RNG states: every stream continues where it stopped, through a weights_only load."""
+"""Reproducibility switches: checkpointed RNG states continue every stream; `deterministic` toggles kernels."""
 
 import random
 
@@ -21,3 +21,14 @@ def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
     assert _draws() != expected  # the streams moved on
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     assert _draws() == expected
+
+
+def test_deterministic_switch_turns_deterministic_algorithms_on_and_off():
+    from semiseg.engine.environment import set_deterministic
+
+    try:
+        set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
