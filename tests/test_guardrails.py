@@ -62,3 +62,46 @@ def test_resume_with_another_shape_stops_with_one_line(tmp_path, capsys, overrid
     code, _, err = run(capsys, f"output_dir={out}", "train.total_iters=2", override, "--resume", "auto")
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: cannot resume from {out / 'latest.pt'}") and fragment in err[0], err[0]
+
+
+POISON_RANK_1 = '''
+import os, sys
+from semiseg.cli import main
+from semiseg.methods.supervised import Supervised
+
+real_step = Supervised.training_step
+
+
+def poisoned_step(self, batch, progress):
+    loss, logs = real_step(self, batch, progress)
+    if os.environ["RANK"] == "1" and progress >= 0.5:  # iteration 2 of 4, on rank 1 only
+        return loss * float("nan"), {**logs, "loss_x": logs["loss_x"] * float("nan")}
+    return loss, logs
+
+
+Supervised.training_step = poisoned_step
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
+    """torchrun, 2 ranks; only rank 1's loss turns NaN. Both ranks stop at the same iteration with
+    the same line (no rank left waiting in a collective: a hang would hit the timeout) and the
+    checkpoint of iteration 2 stays."""
+    import subprocess
+    import sys
+
+    from engine_runs import REPO, subprocess_env
+
+    script = tmp_path / "poison_rank_1.py"
+    script.write_text(POISON_RANK_1)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
+           "train", *TINY_RUN, "train.total_batch_size=4", "train.total_iters=4", "train.checkpoint_every=1",
+           f"output_dir={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    errors = {line for line in proc.stderr.splitlines() if line.startswith("error: ")}
+    assert len(errors) == 1, proc.stderr[-3000:]  # the same line from each rank torchrun let finish
+    assert errors.pop().startswith("error: non-finite loss term loss_x=nan on rank 1 at iteration 2")
+    assert load_checkpoint(out / "latest.pt")["step"] == 2

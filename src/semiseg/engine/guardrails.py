@@ -2,7 +2,7 @@
 
 Every rank checks its own passes; one all-reduce per step tells all ranks, so they stop
 together (no rank is left waiting in a collective) and nothing is written after the
-last good checkpoint.
+last good checkpoint. Every rank raises the same line, naming the rank that saw it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..errors import SemisegError
-from .distributed import DistributedContext, all_reduce_sum
+from .distributed import DistributedContext, all_reduce_sum, gather_objects
 
 
 class StepLosses:
@@ -58,9 +58,9 @@ def stop_if_nonfinite(losses: StepLosses, iteration: int, context: DistributedCo
     flag = all_reduce_sum(losses.nonfinite_flag(), context)
     if float(flag) == 0:
         return
-    local = losses.describe_nonfinite()
-    what = local if local else "non-finite loss on another rank"
+    found = gather_objects(losses.describe_nonfinite(), context)  # only on this failure path
+    rank, what = next((r, text) for r, text in enumerate(found) if text)
     if context.enabled:
-        what += f" on rank {context.rank}" if local else ""
+        what += f" on rank {rank}"
     raise SemisegError(f"{what} at iteration {iteration}: stopped before the optimiser step; {last_checkpoint}. "
                        "Lower train.lr, try train.amp=off, or check the data")
