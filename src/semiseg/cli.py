@@ -58,8 +58,9 @@ def _cmd_eval(args) -> int:
     from .engine.inference import evaluate_checkpoint
 
     result, label = evaluate_checkpoint(args.checkpoint, args.mode, args.root, list(args.overrides))
-    print(result.table(label))
-    print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(result.table(label))
+        print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
     return 0
 
 
