@@ -59,6 +59,7 @@ class Trainer:
         self.method = build_method(cfg, self.num_classes).to(self.device)
         if self.dist.enabled:
             convert_to_sync_batchnorm(self.method, self.device)
+        self.precision.attach(self.method)
         self.optimizer = self._optimizer()
         self.step, self.best = 0, {"miou": -1.0, "step": -1}
         self.last_saved = None
@@ -166,7 +167,7 @@ class Trainer:
         cfg = self.cfg
         self.method.eval()
         try:
-            result = evaluate(self.precision.wrap_forward(self.method.predict), self.splits.val, self.num_classes,
+            result = evaluate(self.method.predict, self.splits.val, self.num_classes,
                               cfg.eval.mode or self.preset.eval_mode,
                               crop_size=cfg.eval.crop_size or crop_size(cfg, self.preset),
                               resize_multiple=cfg.eval.resize_multiple, device=self.device,
@@ -195,8 +196,7 @@ class Trainer:
         for index, batch in enumerate(passes):
             last = index == len(passes) - 1
             with contextlib.nullcontext() if last else self.runner.accumulating():
-                with self.precision.autocast():
-                    loss, logs = self.runner.run(_to_device(batch, self.device), progress)
+                loss, logs = self.runner.run(_to_device(batch, self.device), progress)
                 losses.add(loss, logs)
                 self.precision.backward(loss.float() / len(passes))
         stop_if_nonfinite(losses, self.step, self.dist, self._last_checkpoint_note())
