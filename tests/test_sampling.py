@@ -58,3 +58,14 @@ def test_seeded_items_are_reproducible_and_leave_the_caller_rng_alone():
     assert torch.equal(first, items[(1, 1234)])
     assert not torch.equal(first, items[(1, 999)])
     assert np.allclose(first.numpy() - 1, SeededItems(Noisy())[(0, 1234)].numpy())
+
+
+def test_micro_batches_over_ranks_and_passes_rebuild_the_global_batch():
+    """W ranks x A passes: the passes of rank 0, then rank 1, ... are the global batch in order."""
+    sampler = StepSampler(30, 8, seed=4, stream=1)
+    for world, passes in ((1, 1), (1, 4), (2, 2), (4, 2), (8, 1)):
+        parts = [micro for rank in range(world) for micro in sampler.micro_batches(5, rank, world, passes)]
+        assert len(parts) == world * passes and {len(p) for p in parts} == {8 // (world * passes)}
+        assert [item for part in parts for item in part] == sampler.global_batch(5)
+    loader_order = list(StepBatchSampler(sampler, start=2, stop=4, rank=1, world_size=2, accumulation_steps=2))
+    assert loader_order == sampler.micro_batches(2, 1, 2, 2) + sampler.micro_batches(3, 1, 2, 2)

@@ -48,8 +48,9 @@ def _cmd_train(args) -> int:
     if cfg.output_dir is None:
         cfg.output_dir = _default_output_dir(args.config, overrides)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
-    print(f"{summary['method']}: last mIoU {summary['last_miou']:.2f}, best {summary['best_miou']:.2f} "
-          f"(iteration {summary['best_step']}); outputs in {cfg.output_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+            print(f"{summary['method']}: last mIoU {summary['last_miou']:.2f}, best {summary['best_miou']:.2f} "
+              f"(iteration {summary['best_step']}); outputs in {cfg.output_dir}")
     return 0
 
 
@@ -57,8 +58,9 @@ def _cmd_eval(args) -> int:
     from .engine.inference import evaluate_checkpoint
 
     result, label = evaluate_checkpoint(args.checkpoint, args.mode, args.root, list(args.overrides))
-    print(result.table(label))
-    print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(result.table(label))
+        print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
     return 0
 
 

@@ -71,8 +71,11 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     total_iters: int = -1  # required: optimiser steps
-    total_batch_size: int = 8  # labeled images per step, over all processes
-    unlabeled_batch_size: Optional[int] = None  # unlabeled images per step (default: total_batch_size)
+    total_batch_size: int = 8  # labeled images per step, over all processes (global, independent of W)
+    unlabeled_batch_size: Optional[int] = None  # unlabeled images per step, global (default: total_batch_size)
+    # labeled images per process per forward/backward; the gradient is accumulated over
+    # total_batch_size / (world size * micro_batch_size) passes (default: no accumulation)
+    micro_batch_size: Optional[int] = None
     optimizer: str = "sgd"
     lr: float = 0.01  # backbone learning rate; the head uses lr * lr_multi
     lr_multi: float = 10.0
@@ -82,7 +85,8 @@ class TrainConfig:
     eval_every: int = 0  # iterations between evaluations (0: only at the end)
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
     log_every: int = 10
-    amp: str = "off"  # off | bf16 | fp16 (GPU)
+    amp: str = "off"  # off | bf16 (GPU or CPU) | fp16 (GPU, with a GradScaler): autocast forwards, fp32 losses
+    ddp_find_unused_parameters: bool = False  # set true for a method that leaves a trainable parameter unused
 
 
 @dataclass

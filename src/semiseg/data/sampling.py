@@ -60,19 +60,32 @@ class StepSampler:
         return batch[rank * per_rank:(rank + 1) * per_rank]
 
 
-class StepBatchSampler:
-    """A DataLoader `batch_sampler` yielding the local batches of steps start..stop-1."""
+    def micro_batches(self, step: int, rank: int = 0, world_size: int = 1,
+                      accumulation_steps: int = 1) -> list[list[tuple[int, int]]]:
+        """This process's share of `step` cut into `accumulation_steps` contiguous passes."""
+        local = self.local_batch(step, rank, world_size)
+        size = len(local) // accumulation_steps
+        return [local[a * size:(a + 1) * size] for a in range(accumulation_steps)]
 
-    def __init__(self, sampler: StepSampler, start: int, stop: int, rank: int = 0, world_size: int = 1):
+
+class StepBatchSampler:
+    """A DataLoader `batch_sampler` yielding the local (micro-)batches of steps start..stop-1.
+
+    With `accumulation_steps` A, each step yields A consecutive micro-batches.
+    """
+
+    def __init__(self, sampler: StepSampler, start: int, stop: int, rank: int = 0, world_size: int = 1,
+                 accumulation_steps: int = 1):
         self.sampler, self.start, self.stop = sampler, start, stop
         self.rank, self.world_size = rank, world_size
+        self.accumulation_steps = accumulation_steps
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.stop):
-            yield self.sampler.local_batch(step, self.rank, self.world_size)
+            yield from self.sampler.micro_batches(step, self.rank, self.world_size, self.accumulation_steps)
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return max(0, self.stop - self.start) * self.accumulation_steps
 
 
 class SeededItems:

@@ -12,6 +12,7 @@ from ..data.transforms import StrongPhotometric, build_weak
 from ..data.views import LabeledDataset, UnlabeledDataset
 from ..errors import SemisegError
 from ..models import build_model
+from .batch_plan import BatchPlan
 
 
 def build_preset(cfg):
@@ -34,39 +35,54 @@ class _Namespace:
             setattr(self, key, mapping[key])
 
 
-def _loader(dataset, sampler: StepSampler, start: int, stop: int, workers: int, seed: int):
-    batches = StepBatchSampler(sampler, start, stop)
+def _loader(dataset, sampler: StepSampler, start: int, stop: int, workers: int, seed: int, rank: int,
+            plan: BatchPlan):
+    batches = StepBatchSampler(sampler, start, stop, rank, plan.world_size, plan.accumulation_steps)
+    # The loader's own generator: its base-seed draw must not consume the global torch RNG,
+    # or a resumed run (a new loader at step t) would diverge from an uninterrupted one.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(SeededItems(dataset), batch_sampler=batches, num_workers=workers,
                       persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None, generator=generator)
 
 
 def crop_size(cfg, preset) -> int:
     return cfg.data.crop_size or preset.crop_size
 
 
-def build_train_batches(cfg, preset, splits, method, start: int):
-    """An iterator over {"labeled": ..., "unlabeled": ...} batches for steps start..T-1."""
+def _group(micro_batches, size: int):
+    """Consecutive micro-batches, `size` at a time: the passes of one optimiser step."""
+    step = []
+    for micro in micro_batches:
+        step.append(micro)
+        if len(step) == size:
+            yield step
+            step = []
+
+
+def build_train_batches(cfg, preset, splits, method, start: int, plan: BatchPlan, rank: int = 0):
+    """An iterator, one item per step start..T-1, over this rank's list of A micro-batches
+    {"labeled": ..., "unlabeled": ...} (data/sampling.py: the global batch of step t is fixed)."""
     data, train = cfg.data, cfg.train
     weak = build_weak(data.weak_pipeline, crop_size(cfg, preset), tuple(data.scale_range))
     total = train.total_iters
     labeled = _loader(LabeledDataset(splits.labeled, weak),
                       StepSampler(len(splits.labeled), train.total_batch_size, cfg.seed, LABELED_STREAM),
-                      start, total, data.num_workers, cfg.seed)
+                      start, total, data.num_workers, cfg.seed, rank, plan)
     if method.num_strong_views is None:
-        for batch in labeled:
-            yield {"labeled": batch}
+        yield from _group(({"labeled": batch} for batch in labeled), plan.accumulation_steps)
         return
     if splits.unlabeled is None or len(splits.unlabeled) == 0:
         raise SemisegError(f"method '{cfg.method.name}' needs unlabeled images: set data.unlabeled_list, "
                            "data.split, or data.num_labeled / data.labeled_fraction")
     batch_u = train.unlabeled_batch_size or train.total_batch_size
-    if batch_u < 2 and method.num_strong_views > 0:
-        raise SemisegError("train.unlabeled_batch_size must be at least 2 for CutMix (a sample's partner "
-                           "is another sample of the batch)")
+    if plan.unlabeled_per_pass < 2 and method.num_strong_views > 0:
+        raise SemisegError(f"each forward pass gets {plan.unlabeled_per_pass} unlabeled image(s) "
+                           f"(train.unlabeled_batch_size={batch_u} over {plan.parts} passes); CutMix needs at "
+                           "least 2 (a sample's partner is another sample of the same pass)")
     strong = StrongPhotometric(blur_sigma=tuple(data.strong_blur_sigma))
     unlabeled = _loader(UnlabeledDataset(splits.unlabeled, weak, method.num_strong_views, strong),
                         StepSampler(len(splits.unlabeled), batch_u, cfg.seed, UNLABELED_STREAM),
-                        start, total, data.num_workers, cfg.seed)
-    for batch_l, batch_u in zip(labeled, unlabeled):
-        yield {"labeled": batch_l, "unlabeled": batch_u}
+                        start, total, data.num_workers, cfg.seed + 1, rank, plan)
+    pairs = ({"labeled": batch_l, "unlabeled": batch_u} for batch_l, batch_u in zip(labeled, unlabeled))
+    yield from _group(pairs, plan.accumulation_steps)

@@ -61,3 +61,18 @@ def load_method_state(method: torch.nn.Module, state: dict, origin: str) -> None
         raise SemisegError(f"{origin}: checkpoint does not fit this model ({key}: {detail}); "
                            "was it trained with another method, encoder or class count?")
     method.load_state_dict(state, strict=False)
+
+
+def check_resume_fingerprint(saved: dict | None, current: dict, origin: str) -> None:
+    """Stop with one line when the config being resumed builds a different model or data stream.
+
+    `saved` and `current` map names (model.encoder, data.crop_size, ...) to values; a key
+    missing from an older checkpoint is not compared.
+    """
+    if not saved:
+        return
+    differences = [f"{key}: checkpoint {saved[key]!r}, config {value!r}"
+                   for key, value in current.items() if key in saved and saved[key] != value]
+    if differences:
+        raise SemisegError(f"cannot resume from {origin}: the config differs from the checkpoint's in "
+                           f"{'; '.join(differences)}. Resume with the original values or use a new output_dir")

@@ -31,9 +31,11 @@ def seed_everything(seed: int, rank: int = 0) -> None:
 
 
 def set_deterministic(enabled: bool) -> None:
+    """`deterministic: true`: deterministic kernels only (an op without one raises); false: cudnn autotuning."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
     else:
+        torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True

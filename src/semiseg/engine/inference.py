@@ -15,6 +15,7 @@ from ..errors import SemisegError
 from ..viz import overlay, palette_image
 from .build import build_method, build_preset, crop_size
 from .checkpoint import check_compatible, load_checkpoint, load_method_state
+from .distributed import init_distributed, shutdown_distributed
 from .environment import pick_device
 from .evaluator import evaluate, predict_logits
 
@@ -30,7 +31,7 @@ def _config_of(ckpt: dict, overrides) -> "OmegaConf":
     return cfg
 
 
-def load_for_inference(path, overrides=()):
+def load_for_inference(path, overrides=(), device=None):
     """(cfg, preset, method in eval mode on its device) from a checkpoint."""
     ckpt = load_checkpoint(path)
     cfg = _config_of(ckpt, overrides)
@@ -38,18 +39,24 @@ def load_for_inference(path, overrides=()):
     check_compatible(ckpt, preset.num_classes, cfg.model.encoder, str(path))
     method = build_method(cfg, preset.num_classes, load_weights=False)
     load_method_state(method, ckpt["method"], str(path))
-    device = pick_device(cfg.device)
+    device = device or pick_device(cfg.device)
     return cfg, preset, method.to(device).eval(), device
 
 
 def evaluate_checkpoint(path, mode=None, root=None, overrides=()):
+    """One process, or sharded over torchrun's processes (val image i on rank i mod W, all-reduced)."""
     overrides = list(overrides) + ([f"data.root={root}"] if root else [])
-    cfg, preset, method, device = load_for_inference(path, overrides)
-    splits = preset.build(cfg.data)
-    result = evaluate(method.predict, splits.val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
-                      crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
-                      resize_multiple=cfg.eval.resize_multiple, device=device, progress=True,
-                      class_names=list(preset.class_names))
+    cfg = _config_of(load_checkpoint(path), overrides)
+    context = init_distributed(cfg.device)
+    try:
+        cfg, preset, method, device = load_for_inference(path, overrides, context.device)
+        splits = preset.build(cfg.data)
+        result = evaluate(method.predict, splits.val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
+                          crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
+                          resize_multiple=cfg.eval.resize_multiple, device=device, progress=True,
+                          rank=context.rank, world_size=context.world_size, class_names=list(preset.class_names))
+    finally:
+        shutdown_distributed()
     return result, f"{cfg.method.name} ({Path(path).name})"
 
 

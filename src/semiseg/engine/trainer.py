@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -13,14 +14,22 @@ from tqdm import tqdm
 
 from ..config import to_yaml
 from ..errors import SemisegError
+from .batch_plan import plan_from_config
 from .build import build_method, build_preset, build_train_batches, crop_size
-from .checkpoint import check_compatible, load_checkpoint, load_method_state, save_atomic
-from .environment import pick_device, seed_everything, set_deterministic
+from .checkpoint import (check_compatible, check_resume_fingerprint, load_checkpoint, load_method_state,
+                         save_atomic)
+from .data_parallel import StepRunner
+from .distributed import gather_objects, init_distributed, mean_over_ranks, shutdown_distributed
+from .environment import seed_everything, set_deterministic
 from .evaluator import evaluate
+from .guardrails import StepLosses, stop_if_nonfinite
 from .logger import RunLogger
 from .metrics import format_iou_table
+from .precision import Precision
+from .rng_state import capture_rng_state, restore_rng_state
 from .run_info import write_run_info
 from .schedule import set_lr
+from .sync_batchnorm import convert_to_sync_batchnorm
 
 
 def _to_device(batch, device):
@@ -33,22 +42,40 @@ class Trainer:
     def __init__(self, cfg, resume: str | None = None, progress: bool = True):
         self.cfg = cfg
         self.output_dir = Path(cfg.output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(cfg.device)
+        self.dist = init_distributed(cfg.device)
+        self.device = self.dist.device
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         set_deterministic(cfg.deterministic)
+        # The networks are built under the global seed on every rank (DDP also broadcasts rank 0's
+        # weights); then ranks > 0 switch to their own stream seed + rank (§0.12), while rank 0 goes
+        # on with exactly the stream a single-process run has.
         seed_everything(cfg.seed)
         self.preset = build_preset(cfg)
         self.splits = self.preset.build(cfg.data)
         self.num_classes = self.preset.num_classes
+        self.plan = plan_from_config(cfg.train, self.dist.world_size)
+        self.precision = Precision(cfg.train.amp, self.device)
         self.method = build_method(cfg, self.num_classes).to(self.device)
+        if self.dist.enabled:
+            convert_to_sync_batchnorm(self.method, self.device)
+        self.precision.attach(self.method)
         self.optimizer = self._optimizer()
         self.step, self.best = 0, {"miou": -1.0, "step": -1}
-        self.progress = progress
+        self.last_saved = None
+        self.progress = progress and self.dist.is_main
+        if self.dist.rank > 0:
+            seed_everything(cfg.seed, self.dist.rank)
         if resume:
             self._resume(resume)
-        (self.output_dir / "config.yaml").write_text(to_yaml(cfg))
-        write_run_info(self.output_dir, cfg.seed, world_size=1, extra={"data_lists": self.splits.lists})
-        self.logger = RunLogger(self.output_dir)
+        self.runner = StepRunner(self.method, self.dist, cfg.train.ddp_find_unused_parameters)
+        if self.dist.is_main:
+            (self.output_dir / "config.yaml").write_text(to_yaml(cfg))
+            write_run_info(self.output_dir, cfg.seed, world_size=self.dist.world_size,
+                           extra={"data_lists": self.splits.lists,
+                                  "accumulation_steps": self.plan.accumulation_steps,
+                                  "micro_batch_size": self.plan.labeled_per_pass})
+        self.logger = RunLogger(self.output_dir, enabled=self.dist.is_main)
 
     def _optimizer(self):
         t = self.cfg.train
@@ -58,36 +85,82 @@ class Trainer:
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _checkpoint(self) -> dict:
+    def _fingerprint(self) -> dict:
+        """What must not change between a checkpoint and the config resuming it (shapes, data stream)."""
+        m, t = self.cfg.model, self.cfg.train
+        return {"method.name": self.cfg.method.name, "model.encoder": m.encoder, "model.output_stride": m.output_stride,
+                "model.aspp_channels": m.aspp_channels, "model.decoder_channels": m.decoder_channels,
+                "model.low_level_channels": m.low_level_channels, "data.dataset": self.cfg.data.dataset,
+                "num_classes": self.num_classes, "data.crop_size": crop_size(self.cfg, self.preset),
+                "labeled images": len(self.splits.labeled),
+                "unlabeled images": len(self.splits.unlabeled) if self.splits.unlabeled is not None else 0,
+                "seed": self.cfg.seed, "train.total_batch_size": t.total_batch_size,
+                "train.unlabeled_batch_size": t.unlabeled_batch_size or t.total_batch_size}
+
+    def _checkpoint(self, rng_per_rank: list) -> dict:
         return {
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.precision.state_dict(),
             "step": self.step,
             "best": dict(self.best),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"world_size": self.dist.world_size, "per_rank": rng_per_rank},
+            # the sampler is stateless: the batch of step t is a function of (seed, stream, t),
+            # so the next batch is fixed by the step (recorded here with what fixes the stream)
+            "sampler": {"next_step": self.step, "seed": self.cfg.seed},
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "meta": {"num_classes": self.num_classes, "encoder": self.cfg.model.encoder,
                      "method": self.cfg.method.name, "dataset": self.cfg.data.dataset,
-                     "class_names": list(self.preset.class_names), "palette": [list(c) for c in self.preset.palette]},
+                     "class_names": list(self.preset.class_names), "palette": [list(c) for c in self.preset.palette],
+                     "fingerprint": self._fingerprint()},
         }
 
     def _resume(self, resume: str) -> None:
         path = self.output_dir / "latest.pt" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.is_file():
+        found = gather_objects(path.is_file(), self.dist)
+        if len(set(found)) > 1:  # every rank loads the file itself: all must see the same one
+            raise SemisegError(f"{path} exists for ranks {[r for r, f in enumerate(found) if f]} only; with several "
+                               "nodes, output_dir (and a --resume path) must be on a filesystem all nodes share")
+        if resume == "auto" and not found[0]:
             return  # nothing to resume: a fresh run
         ckpt = load_checkpoint(path)
         check_compatible(ckpt, self.num_classes, self.cfg.model.encoder, str(path))
+        check_resume_fingerprint(ckpt["meta"].get("fingerprint"), self._fingerprint(), str(path))
         if ckpt["meta"].get("method") != self.cfg.method.name:
             raise SemisegError(f"{path}: checkpoint was trained with method '{ckpt['meta'].get('method')}', "
                                f"the config says '{self.cfg.method.name}'")
         load_method_state(self.method, ckpt["method"], str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.precision.load_state_dict(ckpt.get("scaler"))
         self.step, self.best = int(ckpt["step"]), dict(ckpt["best"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        print(f"resumed from {path} at iteration {self.step}")
+        self.last_saved = (str(path), self.step)
+        rng = ckpt["rng"]
+        if "per_rank" not in rng:  # checkpoints written before distributed training
+            torch.set_rng_state(rng["torch"])
+        elif rng["world_size"] == self.dist.world_size:
+            restore_rng_state(rng["per_rank"][self.dist.rank])
+        else:  # the data stream is world-size independent; the ranks' own RNG streams cannot be
+            seed_everything(self.cfg.seed + 1_000_003 * self.step, self.dist.rank)
+            self._print(f"note: {path} was written by {rng['world_size']} processes, this run has "
+                        f"{self.dist.world_size}; the data are the same, method-internal randomness is reseeded")
+        self._print(f"resumed from {path} at iteration {self.step}")
 
     def _save(self, name: str) -> None:
-        save_atomic(self._checkpoint(), self.output_dir / name)
+        """Collective (every rank calls it): rank 0 writes the file with every rank's RNG state."""
+        rng_per_rank = gather_objects(capture_rng_state(), self.dist)
+        if self.dist.is_main:
+            save_atomic(self._checkpoint(rng_per_rank), self.output_dir / name)
+        if name == "latest.pt":
+            self.last_saved = (str(self.output_dir / name), self.step)
+
+    def _last_checkpoint_note(self) -> str:
+        if self.last_saved is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint {self.last_saved[0]} (iteration {self.last_saved[1]}) is intact"
+
+    def _print(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text)
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self):
@@ -98,6 +171,7 @@ class Trainer:
                               cfg.eval.mode or self.preset.eval_mode,
                               crop_size=cfg.eval.crop_size or crop_size(cfg, self.preset),
                               resize_multiple=cfg.eval.resize_multiple, device=self.device,
+                              rank=self.dist.rank, world_size=self.dist.world_size,
                               class_names=list(self.preset.class_names))
         finally:
             self.method.train()
@@ -114,39 +188,49 @@ class Trainer:
         if improved:
             self._save("best.pt")
 
+    # -- one optimiser step -------------------------------------------------------------------
+    def _train_step(self, passes: list, progress: float) -> StepLosses:
+        """Forward/backward every pass (gradients accumulate, all-reduced on the last), then step."""
+        losses = StepLosses()
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, batch in enumerate(passes):
+            last = index == len(passes) - 1
+            with contextlib.nullcontext() if last else self.runner.accumulating():
+                loss, logs = self.runner.run(_to_device(batch, self.device), progress)
+                losses.add(loss, logs)
+                self.precision.backward(loss.float() / len(passes))
+        stop_if_nonfinite(losses, self.step, self.dist, self._last_checkpoint_note())
+        self.precision.step(self.optimizer)
+        self.method.after_step()
+        return losses
+
     # -- the loop ---------------------------------------------------------------------------
     def train(self):
         cfg, t = self.cfg, self.cfg.train
         total = t.total_iters
         self.method.train()
-        batches = build_train_batches(cfg, self.preset, self.splits, self.method, self.step)
+        batches = build_train_batches(cfg, self.preset, self.splits, self.method, self.step, self.plan,
+                                      self.dist.rank)
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    desc=f"{cfg.method.name}", leave=True)
         result = None
         start_time, start_step = time.time(), self.step
-        for batch in batches:
+        for passes in batches:
             lr = set_lr(self.optimizer, self.step, total, t.poly_power)
-            loss, logs = self.method.training_step(_to_device(batch, self.device), self.step / total)
-            if not torch.isfinite(loss):
-                terms = ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items())
-                raise SemisegError(f"non-finite loss at iteration {self.step} ({terms}); the last good "
-                                   f"checkpoint in {self.output_dir} is intact. Lower train.lr or check the data")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.method.after_step()
+            losses = self._train_step(passes, self.step / total)
             self.step += 1
             bar.update(1)
             if self.step % max(1, t.log_every) == 0 or self.step == total:
-                values = {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in logs.items()}}
-                self.logger.log(self.step, values)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}")
+                values = mean_over_ranks(losses.means(), self.dist)
+                self.logger.log(self.step, {**values, "lr": lr})
+                bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
             at_eval = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
             if at_eval:
                 result = self.evaluate()
                 self._after_eval(result)
-                bar.write(f"iteration {self.step}: mIoU {result.miou:.2f} (best {self.best['miou']:.2f} "
-                          f"at {self.best['step']})")
+                if self.progress:
+                    bar.write(f"iteration {self.step}: mIoU {result.miou:.2f} (best {self.best['miou']:.2f} "
+                              f"at {self.best['step']})")
             elif t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self._save("latest.pt")
         bar.close()
@@ -156,15 +240,21 @@ class Trainer:
         summary = {"method": cfg.method.name, "last_miou": result.miou, "best_miou": self.best["miou"],
                    "best_step": self.best["step"], "iterations": total, "seconds": round(elapsed, 1),
                    "it_per_s": round((self.step - start_step) / elapsed, 3) if elapsed > 0 else None,
-                   "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
+                   "world_size": self.dist.world_size, "accumulation_steps": self.plan.accumulation_steps,
+                   "val_images": result.num_images, "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
         self.logger.log(self.step, {k: v for k, v in summary.items() if not isinstance(v, list)}, kind="summary")
         self.logger.close()
-        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(format_iou_table({cfg.method.name: result.iou}, self.preset.class_names))
+        if self.dist.is_main:
+            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            print(format_iou_table({cfg.method.name: result.iou}, self.preset.class_names))
         return summary
 
 
 def train(cfg, resume: str | None = None, progress: bool = True) -> dict:
+    """Train on this process (and its torchrun peers, if any); the process group ends with the run."""
     if not math.isfinite(cfg.train.lr) or cfg.train.lr <= 0:
         raise SemisegError("train.lr must be a positive number")
-    return Trainer(cfg, resume, progress).train()
+    try:
+        return Trainer(cfg, resume, progress).train()
+    finally:
+        shutdown_distributed()

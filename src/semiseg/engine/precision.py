@@ -1,0 +1,105 @@
+"""Mixed precision (`train.amp`): autocast inside the networks' forwards, fp32 everywhere else.
+
+`attach` puts hooks on every module of the method: the outermost module call enters
+autocast and casts its floating outputs back to fp32 on the way out. So the networks
+(students, teachers, heads, also a submodule a method calls directly) run in
+bf16/fp16, while everything a method computes from their outputs (losses, softmax,
+entropy, percentiles, SVD, queue similarities) runs in fp32 outside autocast, as
+methods.md §0.12 asks, without any method doing anything. fp16 needs a GradScaler
+(its gradients underflow); bf16 does not. The hooks survive `copy.deepcopy`
+(EMA teachers made later).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+
+from ..errors import SemisegError
+
+AMP_MODES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _Nesting(threading.local):
+    depth = 0
+    context = None
+
+
+_NESTING = _Nesting()
+
+
+def _to_fp32(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
+    if isinstance(value, dict):
+        return {k: _to_fp32(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*(_to_fp32(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_fp32(v) for v in value)
+    return value
+
+
+def _enter_autocast(device_type: str, dtype: torch.dtype, module, args):
+    if _NESTING.depth == 0:
+        _NESTING.context = torch.autocast(device_type=device_type, dtype=dtype)
+        _NESTING.context.__enter__()
+    _NESTING.depth += 1
+
+
+def _leave_autocast(module, args, output):
+    """Runs also when the forward raised (always_call), so autocast never stays on."""
+    _NESTING.depth -= 1
+    if _NESTING.depth > 0:
+        return output
+    context, _NESTING.context = _NESTING.context, None
+    context.__exit__(None, None, None)
+    return _to_fp32(output)
+
+
+def _cuda_grad_scaler():
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
+class Precision:
+    def __init__(self, amp: str, device: torch.device):
+        if amp not in AMP_MODES:
+            raise SemisegError(f"invalid value for 'train.amp': '{amp}' (use off, bf16 or fp16)")
+        if amp == "fp16" and device.type != "cuda":
+            raise SemisegError("train.amp=fp16 needs a CUDA GPU; use train.amp=bf16 on CPU (or off)")
+        self.mode = amp
+        self.dtype = AMP_MODES[amp]
+        self.device_type = device.type
+        self.scaler = _cuda_grad_scaler() if amp == "fp16" else None
+
+    def attach(self, method: torch.nn.Module) -> None:
+        """Autocast every network forward of `method` (a no-op for amp=off)."""
+        if self.dtype is None:
+            return
+        enter = functools.partial(_enter_autocast, self.device_type, self.dtype)
+        for module in method.modules():
+            if module is not method:
+                module.register_forward_pre_hook(enter)
+                module.register_forward_hook(_leave_autocast, always_call=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer) -> None:
+        """optimizer.step(), through the scaler for fp16 (which skips steps with inf/NaN gradients)."""
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+    def state_dict(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
