@@ -55,3 +55,16 @@ def test_complementary_dropout_same_mask_on_every_vit_level():
     assert torch.equal(m1 + m2, torch.full_like(m1, 2.0))  # view 2 keeps what view 1 drops
     untouched = (m1 == 1).all(1)
     assert int(untouched.sum()) == n // 2
+
+
+def test_deeplab_hook_decodes_the_perturbed_features():
+    from semiseg.models.deeplabv3plus import DeepLabV3Plus
+
+    torch.manual_seed(0)
+    model = DeepLabV3Plus("resnet18", 3, aspp_channels=8, decoder_channels=8, low_level_channels=8).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+        doubled = model(x, perturb=lambda feats: [torch.cat([f, f]) for f in feats])
+    assert doubled.shape == (4, 3, 32, 32)
+    assert torch.allclose(doubled[:2], plain, atol=1e-5) and torch.allclose(doubled[2:], plain, atol=1e-5)

@@ -18,6 +18,7 @@ from .checkpoint import check_compatible, load_checkpoint, load_method_state, sa
 from .environment import pick_device, seed_everything, set_deterministic
 from .evaluator import evaluate
 from .logger import RunLogger
+from .optim import build_optimizer
 from .metrics import format_iou_table
 from .run_info import write_run_info
 from .schedule import set_lr
@@ -41,7 +42,7 @@ class Trainer:
         self.splits = self.preset.build(cfg.data)
         self.num_classes = self.preset.num_classes
         self.method = build_method(cfg, self.num_classes).to(self.device)
-        self.optimizer = self._optimizer()
+        self.optimizer = build_optimizer(self.method, cfg.train)
         self.step, self.best = 0, {"miou": -1.0, "step": -1}
         self.progress = progress
         if resume:
@@ -49,13 +50,6 @@ class Trainer:
         (self.output_dir / "config.yaml").write_text(to_yaml(cfg))
         write_run_info(self.output_dir, cfg.seed, world_size=1, extra={"data_lists": self.splits.lists})
         self.logger = RunLogger(self.output_dir)
-
-    def _optimizer(self):
-        t = self.cfg.train
-        if t.optimizer != "sgd":
-            raise SemisegError(f"invalid value for 'train.optimizer': '{t.optimizer}' (only sgd so far)")
-        groups = self.method.param_groups(t.lr, t.lr_multi)
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _checkpoint(self) -> dict:
