@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..components.cutmix import mix
-from ..components.losses import masked_ce, supervised_ce
+from ..components.losses import masked_ce
 from ..components.selection import pseudo_labels, select_by_threshold
 from ..registry import METHODS
 from .base import Method, MethodParams
@@ -45,7 +45,7 @@ class FixMatch(Method):
 
         z_s = self.model(mix(x_s, box))
         selected = select_by_threshold(mix(confidence, box), self.params.threshold)
-        loss_x = supervised_ce(z_l, y_l)
+        loss_x = self.supervised_loss(z_l, y_l)
         loss_s = masked_ce(z_s, mix(pseudo, box), selected, mix(valid, box))
         loss = WEIGHT_SUPERVISED * loss_x + WEIGHT_STRONG * loss_s
 
