@@ -89,3 +89,17 @@ def test_build_model_switch_and_lock_backbone():
     cnn = load_config(None, ["train.total_iters=1", "model.name=dpt", "model.encoder=resnet18"])
     with pytest.raises(SemisegError, match="ViT"):
         build_model(cnn.model, 3)
+
+
+def test_encoder_weights_load_from_a_local_timm_file(tmp_path):
+    from semiseg.models.weights import load_pretrained
+
+    source = tiny_dpt()
+    path = tmp_path / "vit.pth"
+    torch.save(source.encoder.body.state_dict(), path)
+    torch.manual_seed(1)
+    target = DPTSegmenter(VIT, 5, **TINY)
+    assert not torch.equal(target.encoder.body.pos_embed, source.encoder.body.pos_embed)
+    load_pretrained(target.encoder, str(path))
+    for k, v in source.encoder.body.state_dict().items():
+        assert torch.equal(v, target.encoder.body.state_dict()[k]), k
