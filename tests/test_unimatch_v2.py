@@ -130,3 +130,14 @@ def test_one_adamw_step_on_a_tiny_dinov2_dpt():
     method.after_step()
     assert torch.isfinite(loss)
     assert all(torch.equal(a, b) for a, b in zip(method.teacher.parameters(), method.model.parameters()))  # λ_0 = 0
+
+
+def test_unknown_partner_rule_is_rejected_when_the_method_is_built():
+    from semiseg.engine.build import build_method
+    from semiseg.errors import SemisegError
+    from test_methods import tiny_cfg
+
+    cfg = tiny_cfg("unimatch_v2")
+    cfg.method.partner = "stream"
+    with pytest.raises(SemisegError, match="method.partner"):
+        build_method(cfg, 5)

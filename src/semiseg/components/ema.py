@@ -27,7 +27,7 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 
 def warmup_decay(step: int, alpha: float) -> float:
-    """λ_t = min(1 − 1/(t + 1), α): 0 at t = 0 (the teacher becomes the student), α from t = 1/(1−α) − 1 on."""
+    """λ_t = min(1 − 1/(t + 1), α): 0 at t = 0 (the teacher becomes the student), α from t = 1/(1−α) − 1."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     return min(1.0 - 1.0 / (step + 1), alpha)

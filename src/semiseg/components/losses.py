@@ -33,9 +33,10 @@ def ohem_ce(logits: torch.Tensor, target: torch.Tensor, threshold: float, min_ke
     """Online hard example mining CE (§0.7, `ProbOhemCrossEntropy2d` of CPS / UniMatch).
 
     P_i = softmax(z_i)[y_i] over the N valid pixels (y ≠ 255). If N < K = `min_kept`, plain CE
-    over them (K = 0: the threshold alone); otherwise keep the pixels with P_i ≤ max(threshold, P_(K)) (P_(K): the K-th
-    smallest) and take the (class-weighted) mean CE over the kept pixels. The selection carries
-    no gradient. K is per call: callers pass min_kept_per_image · B (pitfall P29).
+    over them; otherwise keep the pixels with P_i ≤ max(threshold, P_(K)) (P_(K): the K-th
+    smallest; K = 0: the threshold alone) and take the (class-weighted) mean CE over the kept
+    pixels. The selection carries no gradient. K is per call: callers pass min_kept_per_image · B
+    (pitfall P29).
     """
     logits = logits.float()
     valid = target != IGNORE_INDEX

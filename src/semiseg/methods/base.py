@@ -21,6 +21,7 @@ from typing import ClassVar, Dict, Optional
 import torch
 from torch import nn
 
+from ..components.cutmix import PARTNER_RULES
 from ..components.losses import ohem_ce, supervised_ce
 from ..errors import SemisegError
 
@@ -51,6 +52,10 @@ class Method(nn.Module):
         if params.supervised_loss not in SUPERVISED_LOSSES:
             raise SemisegError(f"invalid value for 'method.supervised_loss': '{params.supervised_loss}'; "
                                f"choose one of {', '.join(SUPERVISED_LOSSES)}")
+        partner = getattr(params, "partner", "roll")
+        if partner not in PARTNER_RULES:
+            raise SemisegError(f"invalid value for 'method.partner': '{partner}'; "
+                               f"choose one of {', '.join(PARTNER_RULES)}")
         self.model = model
         self.params = params
 

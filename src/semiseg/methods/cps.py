@@ -9,7 +9,8 @@ Each is supervised by the other's hard pseudo-labels ŷ_k = argmax sg(z_k):
       L     = CE(f_1(x_l), y_l) + CE(f_2(x_l), y_l) + λ·L_cps,      λ = 1.5 (VOC), 6 (Cityscapes)
 
   CPS+CutMix (`cutmix: true`, default), unlabeled images only:
-      M      = G2 3-box mask;  x_m = x_u·(1 − M) + x_p·M,  partner p = (i+1) mod B (§0.6)
+      M      = G2 3-box mask;  x_m = x_u·(1 − M) + x_p·M,  partner p = (i+1) mod B
+               (§0.6; `partner: flip` = B−1−i)
       ŷ_k    = argmax of sg(f_k(x_u)) mixed with the same M (train-mode BN, as released)
       L_cps  = CE(f_1(x_m), ŷ_2) + CE(f_2(x_m), ŷ_1)                mean over valid pixels (v mixed by M)
       L      = CE(f_1(x_l), y_l) + CE(f_2(x_l), y_l) + λ·L_cps,     λ = 1 (VOC), 5 (Cityscapes)
@@ -45,6 +46,7 @@ class CPSParams(MethodParams):
     cutmix: bool = True  # CPS+CutMix (G2 masks); false: plain CPS, also on the labeled images
     cps_weight: Optional[float] = None  # λ; None: CPS_CUTMIX_WEIGHT or CPS_WEIGHT
     ohem_min_kept_per_image: int = 50_000  # CPS family (Cityscapes, supervised_loss: ohem)
+    partner: str = "roll"  # CutMix partner: roll = (i+1) mod B (§0.6 DECISION) | flip = released V2
 
 
 @METHODS.register("cps")
@@ -87,14 +89,15 @@ class CPS(Method):
         return z1, z2, pseudo_labels(z1)[0], pseudo_labels(z2)[0], valid
 
     def _cutmix_pairs(self, x_u, valid_u):
-        """Pseudo-labels of x_u mixed by G2 masks, students on the mixed images (§4.3, roll partner)."""
+        """Pseudo-labels of x_u mixed by G2 masks, students on the mixed images (§4.3)."""
         b, _, h, w = x_u.shape
         boxes = torch.stack([cps_box_mask(h, w) for _ in range(b)]).to(x_u.device)
+        rule = self.params.partner
         with torch.no_grad():  # train-mode BN, as released
-            target1 = mix(pseudo_labels(self.model(x_u))[0], boxes)
-            target2 = mix(pseudo_labels(self.model2(x_u))[0], boxes)
-        x_m = mix(x_u, boxes)
-        return self.model(x_m), self.model2(x_m), target1, target2, mix(valid_u.bool(), boxes)
+            target1 = mix(pseudo_labels(self.model(x_u))[0], boxes, rule=rule)
+            target2 = mix(pseudo_labels(self.model2(x_u))[0], boxes, rule=rule)
+        x_m = mix(x_u, boxes, rule=rule)
+        return self.model(x_m), self.model2(x_m), target1, target2, mix(valid_u.bool(), boxes, rule=rule)
 
     def param_groups(self, lr, lr_multi):
         groups = [param_groups_of(m, lr, lr_multi) for m in (self.model, self.model2)]

@@ -3,7 +3,8 @@
     z, z_fp  = f(cat(x_l, x_w)) with the FP stream: the decoder also runs on Dropout2d(0.5) of the
                encoder features (the labeled half of z_fp is discarded, as released)
     (ŷ, q)   = argmax / max softmax sg(z_w)                         same train-mode forward as x_l
-    x_sk     = strong view k with its own G1 box filled from the partner (i+1) mod B, k = 1, 2
+    x_sk     = strong view k with its own G1 box filled from the partner, k = 1, 2
+               (partner (i+1) mod B; `partner: flip` = B−1−i)
     ŷ^k, q^k, v^k = ŷ, q, v with box k taken from the partner
     L_sk     = masked CE(f(x_sk), ŷ^k, 1[q^k ≥ τ], v^k)             one forward of cat(x_s1, x_s2)
     L_fp     = masked CE(z_fp, ŷ, 1[q ≥ τ], v)
@@ -36,6 +37,7 @@ WEIGHT_FP = 0.25
 @dataclass
 class UniMatchParams(MethodParams):
     threshold: float = 0.95  # τ: 0.95 Pascal/COCO, 0 Cityscapes (§5.4)
+    partner: str = "roll"  # CutMix partner: roll = (i+1) mod B (§0.6 DECISION) | flip = released V2
 
 
 @METHODS.register("unimatch")
@@ -54,13 +56,14 @@ class UniMatch(Method):
         z_l, z_w, z_fp = clean[:n_l], clean[n_l:], perturbed[n_l:]
         pseudo, confidence = pseudo_labels(z_w)
 
-        strong = torch.cat([mix(x_s[:, k], boxes[:, k]) for k in range(2)])
+        rule = self.params.partner
+        strong = torch.cat([mix(x_s[:, k], boxes[:, k], rule=rule) for k in range(2)])
         z_s = self.model(strong).chunk(2)
         loss_s = []
         for k in range(2):
             box = boxes[:, k]
-            selected = select_by_threshold(mix(confidence, box), tau)
-            loss_s.append(masked_ce(z_s[k], mix(pseudo, box), selected, mix(valid, box)))
+            selected = select_by_threshold(mix(confidence, box, rule=rule), tau)
+            loss_s.append(masked_ce(z_s[k], mix(pseudo, box, rule=rule), selected, mix(valid, box, rule=rule)))
         loss_fp = masked_ce(z_fp, pseudo, select_by_threshold(confidence, tau), valid)
         loss_x = self.supervised_loss(z_l, y_l)
         loss = (WEIGHT_SUPERVISED * loss_x + WEIGHT_STRONG_EACH * (loss_s[0] + loss_s[1]) + WEIGHT_FP * loss_fp)

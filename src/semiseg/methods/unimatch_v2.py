@@ -7,6 +7,7 @@
     z_s1,z_s2 = f_θ(cat(x_s1, x_s2)) with complementary channel dropout on the encoder features:
                 view s2 of a pair keeps the channels view s1 drops, half of the pairs unperturbed
     L_sk      = masked CE(z_sk, ŷ^k, 1[q^k ≥ τ], v^k)               box k from the partner (i+1) mod B
+                (released: the batch reversed, `partner: flip`)
     L         = (L_x + (L_s1 + L_s2)/2) / 2,  τ = 0.95 on every dataset
 
 Network: DINOv2 ViT + DPT head (`model.name: dpt`), AdamW (lr 5e-6 encoder, x40 head, wd 0.01),
@@ -38,6 +39,7 @@ EMA_DECAY = 0.996
 class UniMatchV2Params(MethodParams):
     threshold: float = 0.95  # τ on all datasets, Cityscapes included (§6.1)
     ema_decay: float = EMA_DECAY  # α of λ_t = min(1 − 1/(t+1), α)
+    partner: str = "roll"  # CutMix partner: roll = (i+1) mod B (§0.6 DECISION) | flip = released V2
 
 
 @METHODS.register("unimatch_v2")
@@ -66,13 +68,14 @@ class UniMatchV2(Method):
         with torch.no_grad():
             pseudo, confidence = pseudo_labels(self.teacher(x_w))
         z_l = self.model(x_l)
-        strong = torch.cat([mix(x_s[:, k], boxes[:, k]) for k in range(2)])
+        rule = self.params.partner
+        strong = torch.cat([mix(x_s[:, k], boxes[:, k], rule=rule) for k in range(2)])
         z_s = self.model(strong, perturb=complementary_channel_dropout).chunk(2)
         loss_s = []
         for k in range(2):
             box = boxes[:, k]
-            selected = select_by_threshold(mix(confidence, box), tau)
-            loss_s.append(masked_ce(z_s[k], mix(pseudo, box), selected, mix(valid, box)))
+            selected = select_by_threshold(mix(confidence, box, rule=rule), tau)
+            loss_s.append(masked_ce(z_s[k], mix(pseudo, box, rule=rule), selected, mix(valid, box, rule=rule)))
         loss_x = self.supervised_loss(z_l, y_l)
         loss = WEIGHT_SUPERVISED * loss_x + WEIGHT_STRONG_EACH * (loss_s[0] + loss_s[1])
 

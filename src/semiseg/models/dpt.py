@@ -61,7 +61,8 @@ class ViTEncoder(nn.Module):
             raise SemisegError(f"encoder '{name}' cannot be built as a ViT for the DPT head: "
                                f"{str(exc).splitlines()[0]}") from None
         if not hasattr(self.body, "forward_intermediates") or not hasattr(self.body, "blocks"):
-            raise SemisegError(f"encoder '{name}' is not a timm ViT; model.name=dpt needs e.g. vit_small_patch14_dinov2")
+            raise SemisegError(f"encoder '{name}' is not a timm ViT; model.name=dpt needs e.g. "
+                               "vit_small_patch14_dinov2")
         self.name = name
         self.width = self.body.embed_dim
         self.layers = tuple(layers) if layers is not None else default_layers(len(self.body.blocks))
