@@ -78,7 +78,8 @@ def test_sides_must_be_multiples_of_14():
 
 
 def test_build_model_switch_and_lock_backbone():
-    cfg = load_config(None, ["train.total_iters=1", "model.name=dpt", f"model.encoder={VIT}", "model.lock_backbone=true"])
+    cfg = load_config(None, ["train.total_iters=1", "model.name=dpt", f"model.encoder={VIT}",
+                             "model.lock_backbone=true"])
     model = build_model(cfg.model, 3)
     assert isinstance(model, DPTSegmenter) and model.encoder.layers == (2, 5, 8, 11)
     assert not any(p.requires_grad for p in model.encoder.parameters())

@@ -115,8 +115,10 @@ def test_one_adamw_step_on_a_tiny_dinov2_dpt():
     opt = build_optimizer(method, cfg.train)
     g = torch.Generator().manual_seed(0)
     s, b = 28, 2
-    batch = {"labeled": {"image": torch.randn(b, 3, s, s, generator=g), "mask": torch.randint(0, 5, (b, s, s), generator=g)},
-             "unlabeled": {"image_w": torch.randn(b, 3, s, s, generator=g), "valid": torch.ones(b, s, s, dtype=torch.bool),
+    batch = {"labeled": {"image": torch.randn(b, 3, s, s, generator=g),
+                         "mask": torch.randint(0, 5, (b, s, s), generator=g)},
+             "unlabeled": {"image_w": torch.randn(b, 3, s, s, generator=g),
+                           "valid": torch.ones(b, s, s, dtype=torch.bool),
                            "image_s": torch.randn(b, 2, 3, s, s, generator=g),
                            "box": torch.zeros(b, 2, s, s, dtype=torch.bool)}}
     batch["unlabeled"]["box"][:, :, :7, :14] = True

@@ -18,8 +18,8 @@ from .checkpoint import check_compatible, load_checkpoint, load_method_state, sa
 from .environment import pick_device, seed_everything, set_deterministic
 from .evaluator import evaluate
 from .logger import RunLogger
-from .optim import build_optimizer
 from .metrics import format_iou_table
+from .optim import build_optimizer
 from .run_info import write_run_info
 from .schedule import set_lr
 
