@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from semiseg.components.cutmix import mix, roll_partner, unimatch_box
+from semiseg.components.cutmix import mix, partner_of, roll_partner, unimatch_box
 
 
 def _bbox(box):
@@ -93,3 +93,14 @@ def test_mix_errors_and_explicit_partner():
     assert torch.equal(mix(x, box, partner=other), other)
     with pytest.raises(ValueError):
         mix(torch.rand(2, 4, 4), torch.ones(2, 5, 5, dtype=torch.bool))
+
+
+def test_partner_rules():
+    x = torch.arange(5)
+    assert partner_of(x, "roll").tolist() == [1, 2, 3, 4, 0]
+    assert partner_of(x, "flip").tolist() == [4, 3, 2, 1, 0]  # released V2: the middle sample is its own partner
+    with pytest.raises(ValueError, match="roll, flip"):
+        partner_of(x, "stream")
+    box = torch.ones(3, 2, 2, dtype=torch.bool)
+    labels = torch.arange(3).view(3, 1, 1).expand(3, 2, 2)
+    assert mix(labels, box, rule="flip")[:, 0, 0].tolist() == [2, 1, 0]

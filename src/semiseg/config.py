@@ -60,12 +60,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "resnet18"  # any timm model with features_only support
+    name: str = "deeplabv3plus"  # deeplabv3plus (timm CNN encoders) | dpt (timm DINOv2 ViT encoders, UniMatch V2)
+    encoder: str = "resnet18"  # any timm model with features_only support (a timm ViT/14 for dpt)
     output_stride: int = 16  # 8 or 16; ASPP rates follow (6/12/18 at 16, 12/24/36 at 8)
     pretrained: Optional[str] = None  # none | a local weights file | "imagenet" (bundled lite0) | a timm tag
     aspp_channels: int = 256
     decoder_channels: int = 256
     low_level_channels: int = 48
+    lock_backbone: bool = False  # freeze the encoder and leave it out of the optimiser (UniMatch V2 option)
 
 
 @dataclass
@@ -76,11 +78,12 @@ class TrainConfig:
     # labeled images per process per forward/backward; the gradient is accumulated over
     # total_batch_size / (world size * micro_batch_size) passes (default: no accumulation)
     micro_batch_size: Optional[int] = None
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # sgd | adamw (engine/optim.py)
     lr: float = 0.01  # backbone learning rate; the head uses lr * lr_multi
     lr_multi: float = 10.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    wd_norm_bias: bool = True  # False: no weight decay on biases and norm weights (CPS family, methods.md §0.9)
     poly_power: float = 0.9
     eval_every: int = 0  # iterations between evaluations (0: only at the end)
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)

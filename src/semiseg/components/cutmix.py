@@ -43,26 +43,76 @@ def unimatch_box(size: int, p: float = 0.5, area=(0.02, 0.4), ratio=(0.3, 1 / 0.
     raise RuntimeError(f"unimatch_box: no box of area {a:.1f} fits in {size}x{size} after {_MAX_TRIES} tries")
 
 
+PARTNER_RULES = ("roll", "flip")
+
+
 def roll_partner(x: torch.Tensor) -> torch.Tensor:
     """The partners of a batch: element i of the result is x[(i + 1) mod B] (torch.roll by −1 on dim 0)."""
     return torch.roll(x, shifts=-1, dims=0)
 
 
-def mix(x: torch.Tensor, box: torch.Tensor, partner: Optional[torch.Tensor] = None) -> torch.Tensor:
+def partner_of(x: torch.Tensor, rule: str = "roll") -> torch.Tensor:
+    """`roll`: x[(i + 1) mod B] (our default); `flip`: x[B − 1 − i], UniMatch V2's released rule, under
+    which the middle sample of an odd batch is its own partner (§0.6)."""
+    if rule == "roll":
+        return roll_partner(x)
+    if rule == "flip":
+        return x.flip(0)
+    raise ValueError(f"unknown CutMix partner rule {rule!r}; choose one of {', '.join(PARTNER_RULES)}")
+
+
+def mix(x: torch.Tensor, box: torch.Tensor, partner: Optional[torch.Tensor] = None, rule: str = "roll") -> torch.Tensor:
     """x with the region `box` taken from its partner.
 
     x: (B, ..., S, S) (images (B, 3, S, S), label maps, confidences, validity masks (B, S, S));
-    box: bool (B, S, S), one box per sample. The partner defaults to `roll_partner(x)`, which
-    needs B >= 2 (a sample cannot be its own partner); pass `partner` (same shape as x) for
-    another rule, e.g. an independent second stream.
+    box: bool (B, S, S), one box per sample. The partner defaults to `partner_of(x, rule)`, which
+    needs B >= 2; pass `partner` (same shape as x) for another source, e.g. an independent
+    second stream.
     """
     if box.dim() != 3 or box.shape[0] != x.shape[0] or box.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"box must be (B, S, S) matching x {tuple(x.shape)}, got {tuple(box.shape)}")
     if partner is None:
         if x.shape[0] < 2:
-            raise ValueError(f"CutMix with the roll partner needs a batch of at least 2, got {x.shape[0]}")
-        partner = roll_partner(x)
+            raise ValueError(f"CutMix with the {rule} partner needs a batch of at least 2, got {x.shape[0]}")
+        partner = partner_of(x, rule)
     elif partner.shape != x.shape:
         raise ValueError(f"partner shape {tuple(partner.shape)} differs from x {tuple(x.shape)}")
     m = box.to(device=x.device, dtype=torch.bool).view(box.shape[0], *([1] * (x.dim() - 3)), *box.shape[-2:])
     return torch.where(m, partner, x)
+
+
+def cps_box_mask(height: int, width: int, n_boxes: int = 3, prop_range=(0.25, 0.5)) -> torch.Tensor:
+    """G2, CPS's 3-box mask (§0.6): a bool H x W mask; True marks the pasted (partner) pixels.
+
+    Per box: a ~ U(prop_range); y_prop = exp(u·ln a) with u ~ U(0, 1), x_prop = a / y_prop, both
+    times √(1/n_boxes); size round((y_prop·H, x_prop·W)); offset round((H − h)·U(0,1)),
+    round((W − w)·U(0,1)). Starting from all False, each box toggles its region, so overlaps
+    return to False (the covered fraction averages about 25 %, not 25-50 %).
+    """
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    scale = math.sqrt(1.0 / n_boxes)
+    for _ in range(n_boxes):
+        a = torch.empty(()).uniform_(*prop_range).item()
+        y_prop = math.exp(torch.rand(()).item() * math.log(a))
+        x_prop = a / y_prop
+        h, w = round(y_prop * scale * height), round(x_prop * scale * width)
+        y0, x0 = round((height - h) * torch.rand(()).item()), round((width - w) * torch.rand(()).item())
+        mask[y0 : y0 + h, x0 : x0 + w] ^= True
+    return mask
+
+
+def u2pl_half_box(height: int, width: int) -> torch.Tensor:
+    """G3, U2PL's box of half the image area (§0.6): a bool H x W mask.
+
+    w is a uniform integer in [⌊W/2⌋ + 1, W − 1], h = round(H·W / (2w)); the offset is uniform in
+    {0 … W − w} x {0 … H − h}.
+    """
+    if width < 3:
+        raise ValueError(f"u2pl_half_box needs a width of at least 3, got {width}")
+    w = int(torch.randint(width // 2 + 1, width, ()).item())
+    h = min(height, round(height * width / (2 * w)))
+    x0 = int(torch.randint(0, width - w + 1, ()).item())
+    y0 = int(torch.randint(0, height - h + 1, ()).item())
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y0 : y0 + h, x0 : x0 + w] = True
+    return mask

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -24,3 +26,38 @@ def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, 
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     valid = valid.float()
     return (ce * weight.float() * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def ohem_ce(logits: torch.Tensor, target: torch.Tensor, threshold: float, min_kept: int,
+            class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Online hard example mining CE (§0.7, `ProbOhemCrossEntropy2d` of CPS / UniMatch).
+
+    P_i = softmax(z_i)[y_i] over the N valid pixels (y ≠ 255). If N < K = `min_kept`, plain CE
+    over them; otherwise keep the pixels with P_i ≤ max(threshold, P_(K)) (P_(K): the K-th
+    smallest; K = 0: the threshold alone) and take the (class-weighted) mean CE over the kept
+    pixels. The selection carries no gradient. K is per call: callers pass min_kept_per_image · B
+    (pitfall P29).
+    """
+    logits = logits.float()
+    valid = target != IGNORE_INDEX
+    num_valid = int(valid.sum())
+    if num_valid > 0 and num_valid >= min_kept:
+        with torch.no_grad():
+            safe_target = torch.where(valid, target, torch.zeros_like(target))
+            prob = logits.softmax(dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)
+            cut = torch.tensor(threshold, device=prob.device)
+            if min_kept > 0:
+                cut = torch.clamp(prob[valid].kthvalue(min_kept).values, min=threshold)
+            keep = valid & (prob <= cut)
+        target = torch.where(keep, target, torch.full_like(target, IGNORE_INDEX))
+    return F.cross_entropy(logits, target, weight=class_weight, ignore_index=IGNORE_INDEX)
+
+
+def masked_softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean Teacher's consistency (§2): Σ_i v_i·Σ_c (softmax(z_s) − sg(softmax(z_t)))² / (C·max(1, Σ v)),
+    i.e. the mean over the B·C·H·W elements of the valid pixels."""
+    p_s = student_logits.float().softmax(dim=1)
+    p_t = teacher_logits.detach().float().softmax(dim=1)
+    valid = valid.float()
+    squared = ((p_s - p_t) ** 2).sum(dim=1)
+    return (squared * valid).sum() / (valid.sum().clamp_min(1.0) * student_logits.shape[1])

@@ -30,8 +30,8 @@ def build_method(cfg, num_classes: int, load_weights: bool = True):
 
 class _Namespace:
     def __init__(self, mapping):
-        for key in ("encoder", "output_stride", "pretrained", "aspp_channels", "decoder_channels",
-                    "low_level_channels"):
+        for key in ("name", "encoder", "output_stride", "pretrained", "aspp_channels", "decoder_channels",
+                    "low_level_channels", "lock_backbone"):
             setattr(self, key, mapping[key])
 
 

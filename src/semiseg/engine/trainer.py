@@ -25,6 +25,7 @@ from .evaluator import evaluate
 from .guardrails import StepLosses, stop_if_nonfinite
 from .logger import RunLogger
 from .metrics import format_iou_table
+from .optim import build_optimizer
 from .precision import Precision
 from .rng_state import capture_rng_state, restore_rng_state
 from .run_info import write_run_info
@@ -60,7 +61,7 @@ class Trainer:
         if self.dist.enabled:
             convert_to_sync_batchnorm(self.method, self.device)
         self.precision.attach(self.method)
-        self.optimizer = self._optimizer()
+        self.optimizer = build_optimizer(self.method, cfg.train)
         self.step, self.best = 0, {"miou": -1.0, "step": -1}
         self.last_saved = None
         self.progress = progress and self.dist.is_main
@@ -77,18 +78,11 @@ class Trainer:
                                   "micro_batch_size": self.plan.labeled_per_pass})
         self.logger = RunLogger(self.output_dir, enabled=self.dist.is_main)
 
-    def _optimizer(self):
-        t = self.cfg.train
-        if t.optimizer != "sgd":
-            raise SemisegError(f"invalid value for 'train.optimizer': '{t.optimizer}' (only sgd so far)")
-        groups = self.method.param_groups(t.lr, t.lr_multi)
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-
     # -- checkpoints -------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
         """What must not change between a checkpoint and the config resuming it (shapes, data stream)."""
         m, t = self.cfg.model, self.cfg.train
-        return {"method.name": self.cfg.method.name, "model.encoder": m.encoder, "model.output_stride": m.output_stride,
+        return {"method.name": self.cfg.method.name, "model.name": m.name, "model.encoder": m.encoder, "model.output_stride": m.output_stride,
                 "model.aspp_channels": m.aspp_channels, "model.decoder_channels": m.decoder_channels,
                 "model.low_level_channels": m.low_level_channels, "data.dataset": self.cfg.data.dataset,
                 "num_classes": self.num_classes, "data.crop_size": crop_size(self.cfg, self.preset),

@@ -21,10 +21,25 @@ from typing import ClassVar, Dict, Optional
 import torch
 from torch import nn
 
+from ..components.cutmix import PARTNER_RULES
+from ..components.losses import ohem_ce, supervised_ce
+from ..errors import SemisegError
+
+
+SUPERVISED_LOSSES = ("ce", "ohem")
+
 
 @dataclass
 class MethodParams:
-    """Parameters every method accepts (each method extends this)."""
+    """Parameters every method accepts (each method extends this).
+
+    The supervised loss L_x (methods.md §0.7): `ce` (Pascal, COCO, ADE20K) or `ohem` (Cityscapes:
+    threshold 0.7 and K = min_kept_per_image · B per call; UniMatch / V2 100,000, CPS family 50,000).
+    """
+
+    supervised_loss: str = "ce"
+    ohem_threshold: float = 0.7
+    ohem_min_kept_per_image: int = 100_000
 
 
 class Method(nn.Module):
@@ -34,8 +49,22 @@ class Method(nn.Module):
 
     def __init__(self, model: nn.Module, params: MethodParams):
         super().__init__()
+        if params.supervised_loss not in SUPERVISED_LOSSES:
+            raise SemisegError(f"invalid value for 'method.supervised_loss': '{params.supervised_loss}'; "
+                               f"choose one of {', '.join(SUPERVISED_LOSSES)}")
+        partner = getattr(params, "partner", "roll")
+        if partner not in PARTNER_RULES:
+            raise SemisegError(f"invalid value for 'method.partner': '{partner}'; "
+                               f"choose one of {', '.join(PARTNER_RULES)}")
         self.model = model
         self.params = params
+
+    def supervised_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L_x on labeled logits: CE over non-ignored pixels, or OHEM with K per image times the batch."""
+        if self.params.supervised_loss == "ohem":
+            return ohem_ce(logits, target, self.params.ohem_threshold,
+                           self.params.ohem_min_kept_per_image * logits.shape[0])
+        return supervised_ce(logits, target)
 
     def training_step(self, batch: dict, progress: float) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         raise NotImplementedError

@@ -1,12 +1,11 @@
 """Supervised-only baseline (methods.md §1): CE on the labeled crops, nothing else.
 
-It gets the same iteration budget T and labeled batch as the semi-supervised
-run it is compared with (the protocol fix for pitfall P15).
+L_x is CE, or OHEM on Cityscapes (`supervised_loss: ohem`). It gets the same iteration budget T
+and labeled batch as the semi-supervised run it is compared with (the protocol fix for P15).
 """
 
 from __future__ import annotations
 
-from ..components.losses import supervised_ce
 from ..registry import METHODS
 from .base import Method
 
@@ -15,5 +14,5 @@ from .base import Method
 class Supervised(Method):
     def training_step(self, batch, progress):
         labeled = batch["labeled"]
-        loss = supervised_ce(self.model(labeled["image"]), labeled["mask"])
+        loss = self.supervised_loss(self.model(labeled["image"]), labeled["mask"])
         return loss, {"loss_x": loss.detach()}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable, List, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SemisegError
 from .encoder import Encoder
 from .weights import load_pretrained
 
@@ -65,8 +68,16 @@ class DeepLabV3PlusHead(nn.Module):
         return self.classifier(self.fuse(torch.cat([self.reduce(low), high], dim=1)))
 
 
+FeaturePerturbation = Callable[[List[torch.Tensor]], List[torch.Tensor]]
+
+
 class DeepLabV3Plus(nn.Module):
-    """`forward(x)` returns logits at the input resolution (bilinear, align_corners=True, §0.1)."""
+    """`forward(x)` returns logits at the input resolution (bilinear, align_corners=True, §0.1).
+
+    `forward(x, perturb=f)` runs the decoder on f([low, high]) instead of the encoder features
+    (the feature-perturbation hook: UniMatch's FP stream, V2's channel dropout); f may change the
+    batch size, e.g. append a perturbed copy, and the logits follow it.
+    """
 
     def __init__(self, encoder: str, num_classes: int, output_stride: int = 16, aspp_channels: int = 256,
                  decoder_channels: int = 256, low_level_channels: int = 48):
@@ -76,8 +87,10 @@ class DeepLabV3Plus(nn.Module):
                                          output_stride, aspp_channels, decoder_channels, low_level_channels)
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, perturb: Optional[FeaturePerturbation] = None) -> torch.Tensor:
         low, high = self.encoder(x)
+        if perturb is not None:
+            low, high = perturb([low, high])
         logits = self.decoder(low, high)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
 
@@ -88,10 +101,20 @@ class DeepLabV3Plus(nn.Module):
         return self.decoder.parameters()
 
 
-def build_model(model_cfg, num_classes: int) -> DeepLabV3Plus:
-    """The network a config describes, with its pretrained encoder weights loaded."""
-    model = DeepLabV3Plus(model_cfg.encoder, num_classes, model_cfg.output_stride, model_cfg.aspp_channels,
-                          model_cfg.decoder_channels, model_cfg.low_level_channels)
+def build_model(model_cfg, num_classes: int) -> nn.Module:
+    """The network a config describes (`model.name`: deeplabv3plus | dpt), with its pretrained encoder weights."""
+    name = getattr(model_cfg, "name", "deeplabv3plus")
+    if name == "dpt":
+        from .dpt import DPTSegmenter
+
+        model = DPTSegmenter(model_cfg.encoder, num_classes)
+    elif name == "deeplabv3plus":
+        model = DeepLabV3Plus(model_cfg.encoder, num_classes, model_cfg.output_stride, model_cfg.aspp_channels,
+                              model_cfg.decoder_channels, model_cfg.low_level_channels)
+    else:
+        raise SemisegError(f"unknown model.name '{name}'; choose deeplabv3plus or dpt")
     if model_cfg.pretrained not in (None, "", "none"):
         load_pretrained(model.encoder, model_cfg.pretrained)
+    if getattr(model_cfg, "lock_backbone", False):  # V2's option: a frozen encoder, left out of the optimiser
+        model.encoder.requires_grad_(False)
     return model

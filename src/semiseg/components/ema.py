@@ -1,0 +1,59 @@
+"""EMA teachers (methods.md §0.8): θ' ← λ_t·θ' + (1 − λ_t)·θ, applied after the optimiser step t.
+
+Two variants are in use:
+- parameters only (Mean Teacher, U2PL): the teacher's BatchNorm running statistics come from
+  the teacher's own train-mode forwards, so its buffers are left alone;
+- parameters and buffers (UniMatch V2): floating buffers are averaged like the parameters and
+  integer buffers (BN's `num_batches_tracked`) are copied from the student, never averaged
+  (pitfall P18), so every buffer keeps its dtype.
+
+The teacher is a deep copy of the student (its own storage: pitfall P7) that never requires
+gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A copy of `student` with separate storage whose parameters receive no gradients."""
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def warmup_decay(step: int, alpha: float) -> float:
+    """λ_t = min(1 − 1/(t + 1), α): 0 at t = 0 (the teacher becomes the student), α from t = 1/(1−α) − 1."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return min(1.0 - 1.0 / (step + 1), alpha)
+
+
+def _check_same_layout(names_t, names_s, what: str) -> None:
+    if names_t != names_s:
+        raise ValueError(f"teacher and student {what} differ: the teacher must be a copy of the student")
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, include_buffers: bool = False) -> None:
+    """θ' ← decay·θ' + (1 − decay)·θ over the parameters (and the buffers when `include_buffers`)."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+    params_t, params_s = dict(teacher.named_parameters()), dict(student.named_parameters())
+    _check_same_layout(list(params_t), list(params_s), "parameters")
+    for name, p_t in params_t.items():
+        p_t.mul_(decay).add_(params_s[name].detach().to(p_t.dtype), alpha=1.0 - decay)
+    if not include_buffers:
+        return
+    buffers_t, buffers_s = dict(teacher.named_buffers()), dict(student.named_buffers())
+    _check_same_layout(list(buffers_t), list(buffers_s), "buffers")
+    for name, b_t in buffers_t.items():
+        b_s = buffers_s[name]
+        if b_t.dtype.is_floating_point:
+            b_t.mul_(decay).add_(b_s.to(b_t.dtype), alpha=1.0 - decay)
+        else:
+            b_t.copy_(b_s)

@@ -1,0 +1,49 @@
+"""engine/optim.py: SGD and AdamW over the method's parameter groups, optional no-decay on norms/biases."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from semiseg.config import TrainConfig
+from semiseg.engine.optim import build_optimizer
+from semiseg.errors import SemisegError
+from semiseg.methods.base import Method, MethodParams
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+        self.decoder = torch.nn.Conv2d(4, 2, 1)
+
+    def backbone_parameters(self):
+        return self.encoder.parameters()
+
+
+def _train(**kw):
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), kw)
+
+
+def test_sgd_and_adamw_groups():
+    method = Method(_Net(), MethodParams())
+    sgd = build_optimizer(method, _train(optimizer="sgd", lr=0.01, lr_multi=10.0, weight_decay=1e-4))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert [g["lr"] for g in sgd.param_groups] == pytest.approx([0.01, 0.1])
+    adamw = build_optimizer(method, _train(optimizer="adamw", lr=5e-6, lr_multi=40.0, weight_decay=0.01))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert adamw.param_groups[0]["betas"] == (0.9, 0.999)
+    assert [g["base_lr"] for g in adamw.param_groups] == pytest.approx([5e-6, 2e-4])
+    assert all(g["weight_decay"] == 0.01 for g in adamw.param_groups)
+    with pytest.raises(SemisegError, match="adamw"):
+        build_optimizer(method, _train(optimizer="adam"))
+
+
+def test_no_decay_on_norm_and_bias():
+    method = Method(_Net(), MethodParams())
+    opt = build_optimizer(method, _train(weight_decay=4e-4, wd_norm_bias=False))
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["backbone"]["weight_decay"] == 4e-4 and by_name["backbone_no_decay"]["weight_decay"] == 0.0
+    assert all(p.dim() > 1 for p in by_name["backbone"]["params"] + by_name["head"]["params"])
+    assert all(p.dim() == 1 for p in by_name["backbone_no_decay"]["params"] + by_name["head_no_decay"]["params"])
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(method.parameters()))
+    assert by_name["head_no_decay"]["base_lr"] == by_name["head"]["base_lr"]
