@@ -7,13 +7,21 @@ ones. What tells the classes apart is what tells real classes apart:
 - shape (objects share one colour distribution, so colour is useless),
 - texture (stuff classes differ by texture, not colour),
 - context (boats-like rings prefer water, disks prefer grass).
-Thin clutter strokes occlude everything, and a random illumination field,
-colour cast, gamma and sensor noise change the appearance of every image,
-which is what lets unlabeled images (seen under photometric perturbation)
-help a semi-supervised method.
+Each object kind also has its own shading (lit sphere, dark outline, bright
+outline, tube), and textures are added around a mid-range colour so that they
+stay visible on dark and bright regions alike. Thin clutter strokes occlude
+everything, and a random illumination field, colour cast, gamma, haze and
+sensor noise change the appearance of every image, which is what lets
+unlabeled images (seen under photometric perturbation) help a
+semi-supervised method.
+
+Version 2 of the scenes (2026-11-22): the first version was too hard for the
+CPU budget (DeepLabV3+ lite0 with all 800 labels reached 44 mIoU in 400
+iterations; triangles were read as grass). What changed and why is in the
+README's demo section.
 
 A scene is a pure function of (scene_seed, split, index): deterministic,
-~1 ms to render at 64x64, nothing cached on disk.
+~3 ms to render at 64x64, nothing cached on disk.
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ from .sample import Sample
 CLASS_NAMES = ("background", "grass", "water", "disk", "box", "triangle", "ring")
 PALETTE = ((0, 0, 0), (60, 160, 60), (40, 90, 200), (220, 60, 60), (230, 200, 40), (200, 80, 220), (40, 210, 210))
 SPLIT_IDS = {"train": 0, "val": 1}
+
+OBJECT_RADIUS = (0.18, 0.32)  # object size, as a fraction of the image side
+OBJECTS_PER_SCENE = (1, 4)
+RING_INNER = 0.45  # inner radius of a ring, as a fraction of its outer radius
+MAX_HAZE = 0.15
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -38,7 +51,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    return rng.uniform(0.1, 0.9, size=3)
+    return rng.uniform(0.25, 0.85, size=3)
 
 
 def _stuff_region(rng: np.random.Generator, size: int, coverage: float) -> np.ndarray:
@@ -49,8 +62,8 @@ def _stuff_region(rng: np.random.Generator, size: int, coverage: float) -> np.nd
 
 def _grass_texture(rng, size, base):
     """Fine isotropic noise around a colour: 'grass'."""
-    noise = rng.normal(0.0, 0.18, size=(size, size, 1))
-    return np.clip(base[None, None, :] * (1.0 + noise), 0, 1)
+    noise = rng.normal(0.0, 0.09, size=(size, size, 1))
+    return np.clip(base[None, None, :] + noise, 0, 1)
 
 
 def _water_texture(rng, size, base, yy, xx):
@@ -58,18 +71,18 @@ def _water_texture(rng, size, base, yy, xx):
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(3.0, 7.0)
     phase = (np.cos(angle) * xx + np.sin(angle) * yy) * 2 * np.pi / period
-    wave = 0.35 * np.sin(phase)[..., None]
-    return np.clip(base[None, None, :] * (1.0 + wave), 0, 1)
+    wave = 0.175 * np.sin(phase)[..., None]
+    return np.clip(base[None, None, :] + wave, 0, 1)
 
 
 def _object_mask(kind: str, rng, yy, xx, size, centre) -> np.ndarray:
     cy, cx = centre
-    r = rng.uniform(0.12, 0.28) * size
+    r = rng.uniform(*OBJECT_RADIUS) * size
     if kind == "disk":
         return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     if kind == "ring":
         d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
+        return (d2 <= r * r) & (d2 >= (RING_INNER * r) ** 2)
     angle = rng.uniform(0, np.pi)
     u = np.cos(angle) * (xx - cx) + np.sin(angle) * (yy - cy)
     v = -np.sin(angle) * (xx - cx) + np.cos(angle) * (yy - cy)
@@ -84,9 +97,18 @@ def _object_mask(kind: str, rng, yy, xx, size, centre) -> np.ndarray:
     return inside
 
 
+def _outline(shape: np.ndarray, width: int = 2) -> np.ndarray:
+    """The pixels of `shape` within `width` pixels (4-neighbourhood steps) of its border."""
+    inner = shape.copy()
+    for step in range(1, width + 1):
+        for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
+            inner &= np.roll(shape, (dy, dx), axis=(0, 1))
+    return shape & ~inner
+
+
 def _object_appearance(kind: str, rng, colour, shape, yy, xx) -> np.ndarray:
     """Each object kind has its own shading on top of its shape (colour stays uninformative):
-    disks are lit spheres, boxes have a dark outline, triangles a dotted surface, rings are flat."""
+    disks are lit spheres, boxes have a dark outline, triangles a bright one, rings are tubes."""
     size = shape.shape[0]
     speckle = rng.normal(0.0, 0.05, size=(size, size, 1))
     out = colour[None, None, :] * (1.0 + speckle)
@@ -96,13 +118,17 @@ def _object_appearance(kind: str, rng, colour, shape, yy, xx) -> np.ndarray:
         d = np.sqrt((yy - cy + 0.3 * r) ** 2 + (xx - cx + 0.3 * r) ** 2) / r
         out = out * np.clip(1.35 - 0.6 * d, 0.3, 1.4)[..., None]
     elif kind == "box":
-        inner = shape.copy()
-        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            inner &= np.roll(shape, (dy, dx), axis=(0, 1))
-        out[shape & ~inner] *= 0.25
+        out[_outline(shape)] *= 0.25
     elif kind == "triangle":
-        dots = ((yy.astype(int) % 6) < 3) & ((xx.astype(int) % 6) < 3)
-        out[dots] = out[dots] * 0.55 + 0.35
+        edge = _outline(shape)
+        out[edge] = out[edge] * 0.3 + 0.7
+    elif kind == "ring" and len(ys):
+        # a tube: brightest along the middle circle, darker towards both edges
+        cy, cx = ys.mean(), xs.mean()
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        r_out, r_in = max(1.0, d[shape].max()), d[shape].min()
+        mid, half = (r_out + r_in) / 2, max(0.5, (r_out - r_in) / 2)
+        out = out * np.clip(1.3 - 0.7 * np.abs(d - mid) / half, 0.4, 1.4)[..., None]
     return np.clip(out, 0, 1)
 
 
@@ -128,7 +154,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
             image[region] = texture[region]
             mask[region] = cls
             regions[name] = region
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1))):
         kind = OBJECT_KINDS[int(rng.integers(len(OBJECT_KINDS)))]
         cls = 3 + OBJECT_KINDS.index(kind)
         centre = rng.uniform(0, size, size=2)
@@ -153,10 +179,10 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     # illumination: linear light gradient, colour cast, gamma, sensor noise
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2)) / size
-    light = rng.uniform(0.4, 1.3) * (1.0 + rng.uniform(0.0, 1.0) * ramp)
-    cast = rng.uniform(0.6, 1.4, size=3)
-    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.6, 1.6)
-    haze = rng.uniform(0.0, 0.35)  # low contrast: blend towards a flat haze colour
+    light = rng.uniform(0.6, 1.2) * (1.0 + rng.uniform(0.0, 0.6) * ramp)
+    cast = rng.uniform(0.75, 1.25, size=3)
+    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.75, 1.33)
+    haze = rng.uniform(0.0, MAX_HAZE)  # low contrast: blend towards a flat haze colour
     image = (1 - haze) * image + haze * rng.uniform(0.2, 0.8, size=3)[None, None, :]
     image = np.clip(image + rng.normal(0, 0.03, size=image.shape), 0, 1)
     return (image * 255 + 0.5).astype(np.uint8), mask
