@@ -118,8 +118,17 @@ def _object_appearance(kind: str, rng, colour, shape, yy, xx) -> np.ndarray:
         d = np.sqrt((yy - cy + 0.3 * r) ** 2 + (xx - cx + 0.3 * r) ** 2) / r
         out = out * np.clip(1.35 - 0.6 * d, 0.3, 1.4)[..., None]
     elif kind == "box":
+        # a bevel: light falls off across the box along a random direction
+        angle = rng.uniform(0, 2 * np.pi)
+        extent = max(1.0, np.sqrt(len(ys)))
+        ramp = (np.cos(angle) * (xx - xs.mean()) + np.sin(angle) * (yy - ys.mean())) / extent
+        out = out * np.clip(1.0 + 0.5 * ramp, 0.6, 1.4)[..., None]
         out[_outline(shape)] *= 0.25
     elif kind == "triangle":
+        # a coarse, low-contrast checkerboard (unlike grass noise or water stripes)
+        period, phase = rng.uniform(6.0, 10.0), rng.uniform(0, 10.0, size=2)
+        checker = ((np.floor((yy + phase[0]) / period) + np.floor((xx + phase[1]) / period)) % 2) * 2 - 1
+        out = out + 0.12 * checker[..., None]
         edge = _outline(shape)
         out[edge] = out[edge] * 0.3 + 0.7
     elif kind == "ring" and len(ys):
