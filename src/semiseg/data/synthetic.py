@@ -26,6 +26,8 @@ A scene is a pure function of (scene_seed, split, index): deterministic,
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .sample import Sample
@@ -197,6 +199,12 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     return (image * 255 + 0.5).astype(np.uint8), mask
 
 
+@functools.lru_cache(maxsize=1024)  # the default train + val sets (920 scenes of 16 KB) stay in memory
+def _rendered(scene_seed: int, split: str, scene: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A scene is a pure function of its key: render it once per process, then reuse it every epoch."""
+    return render_scene(np.random.default_rng([scene_seed, SPLIT_IDS[split], scene]), size)
+
+
 class SyntheticScenes:
     """A `Source` of rendered scenes; `labeled=False` hides the masks."""
 
@@ -217,10 +225,8 @@ class SyntheticScenes:
         return f"synthetic/{self.split}/{self.indices[index]:05d}"
 
     def load(self, index: int) -> Sample:
-        scene = self.indices[index]
-        rng = np.random.default_rng([self.scene_seed, SPLIT_IDS[self.split], scene])
-        image, mask = render_scene(rng, self.image_size)
-        return Sample(image=image, mask=mask if self.labeled else None, name=self.name(index))
+        image, mask = _rendered(self.scene_seed, self.split, self.indices[index], self.image_size)
+        return Sample(image=image.copy(), mask=mask.copy() if self.labeled else None, name=self.name(index))
 
     def subset(self, indices, labeled: bool = True) -> "SyntheticScenes":
         return SyntheticScenes(0, self.image_size, self.scene_seed, self.split,
