@@ -96,6 +96,25 @@ def test_resume_auto_continues_from_latest(tmp_path, capsys):
     assert torch.load(out / "latest.pt", weights_only=True)["step"] == 4
 
 
+def test_eval_and_predict_a_named_network(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "configs/synthetic/mean_teacher.yaml", f"output_dir={out}",
+                       "train.total_iters=2", "train.eval_every=100", "data.synthetic.num_train=8",
+                       "data.synthetic.num_val=2", "data.num_labeled=4", "--no-progress", *TINY_MODEL)
+    assert code == 0, err
+    for network in ("model", "teacher"):
+        code, stdout, err = run(capsys, "eval", out / "latest.pt", "--network", network)
+        assert code == 0, err
+        assert f"network {network}" in stdout
+    Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(tmp_path / "x.png")
+    code, _, err = run(capsys, "predict", out / "latest.pt", tmp_path / "x.png", "--out", tmp_path / "p",
+                       "--network", "teacher")
+    assert code == 0, err
+    assert Image.open(tmp_path / "p" / "x.png").size == (24, 20)
+    code, _, err = run(capsys, "eval", out / "latest.pt", "--network", "student")
+    assert_one_line_error(code, err, "unknown network 'student'", "model, teacher")
+
+
 def test_list(capsys):
     code, stdout, _ = run(capsys, "list")
     assert code == 0

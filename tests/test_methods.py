@@ -14,6 +14,7 @@ from semiseg.catalog import METHODS
 from semiseg.components.cutmix import unimatch_box
 from semiseg.config import load_config
 from semiseg.engine.build import build_method
+from semiseg.errors import SemisegError
 
 NUM_CLASSES, SIZE, B = 5, 32, 2
 
@@ -125,3 +126,29 @@ def test_fixmatch_targets_in_the_box_come_from_the_partner():
         expected = 0.5 * supervised_ce(method.model(batch["labeled"]["image"]), batch["labeled"]["mask"]) \
             + 0.5 * expected_s
     assert torch.isclose(loss, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_networks_cover_every_segmentation_network_and_predictor_picks_one(name):
+    method = make(name).eval()
+    nets = method.networks()
+    assert "model" in nets and nets["model"] is method.model
+    # every network's weights are in the checkpoint under its name, and nothing else holds a model
+    keys = method.state_dict().keys()
+    for net_name in nets:
+        assert any(k.startswith(net_name + ".") for k in keys), net_name
+    prefixes = {k.split(".")[0] for k in keys if k.endswith("conv_stem.weight") or k.endswith("conv1.weight")}
+    assert prefixes <= set(nets), prefixes
+    x = torch.randn(1, 3, SIZE, SIZE)
+    assert torch.equal(method.predictor()(x), method.predict(x))
+    for net_name, net in nets.items():
+        assert torch.equal(method.predictor(net_name)(x), net(x))
+    with pytest.raises(SemisegError, match="unknown network 'nope'.*model"):
+        method.predictor("nope")
+
+
+def test_teacher_methods_expose_the_teacher_and_cps_its_second_branch():
+    assert set(make("mean_teacher").networks()) == {"model", "teacher"}
+    assert set(make("unimatch_v2").networks()) == {"model", "teacher"}
+    assert set(make("cps").networks()) == {"model", "model2"}
+    assert set(make("fixmatch").networks()) == {"model"}

@@ -57,7 +57,7 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from .engine.inference import evaluate_checkpoint
 
-    result, label = evaluate_checkpoint(args.checkpoint, args.mode, args.root, list(args.overrides))
+    result, label = evaluate_checkpoint(args.checkpoint, args.mode, args.root, list(args.overrides), args.network)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(result.table(label))
         print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
@@ -67,7 +67,7 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from .engine.inference import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, args.mode)
+    written = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network)
     print(f"wrote {len(written)} predictions (palette PNG + overlay) to {args.out}")
     return 0
 
@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["original", "center_crop", "resize", "sliding_window"],
                    help="evaluation mode (default: the dataset's)")
     p.add_argument("--root", help="dataset folder (same as data.root=...)")
+    p.add_argument("--network", metavar="NAME",
+                   help="score this network of the checkpoint (e.g. model = the student, teacher, model2) "
+                        "instead of the one the method predicts with")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="segment images with a checkpoint",
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
+    p.add_argument("--network", metavar="NAME",
+                   help="score this network of the checkpoint (e.g. model = the student, teacher, model2) "
+                        "instead of the one the method predicts with")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="supervised vs FixMatch on the synthetic scenes, with a comparison table")

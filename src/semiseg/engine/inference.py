@@ -43,7 +43,7 @@ def load_for_inference(path, overrides=(), device=None):
     return cfg, preset, method.to(device).eval(), device
 
 
-def evaluate_checkpoint(path, mode=None, root=None, overrides=()):
+def evaluate_checkpoint(path, mode=None, root=None, overrides=(), network=None):
     """One process, or sharded over torchrun's processes (val image i on rank i mod W, all-reduced)."""
     overrides = list(overrides) + ([f"data.root={root}"] if root else [])
     cfg = _config_of(load_checkpoint(path), overrides)
@@ -51,13 +51,14 @@ def evaluate_checkpoint(path, mode=None, root=None, overrides=()):
     try:
         cfg, preset, method, device = load_for_inference(path, overrides, context.device)
         splits = preset.build(cfg.data)
-        result = evaluate(method.predict, splits.val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
+        result = evaluate(method.predictor(network), splits.val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
                           crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
                           resize_multiple=cfg.eval.resize_multiple, device=device, progress=True,
                           rank=context.rank, world_size=context.world_size, class_names=list(preset.class_names))
     finally:
         shutdown_distributed()
-    return result, f"{cfg.method.name} ({Path(path).name})"
+    which = f", network {network}" if network else ""
+    return result, f"{cfg.method.name} ({Path(path).name}{which})"
 
 
 def _collect(inputs) -> list[Path]:
@@ -84,9 +85,10 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise SemisegError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
 
 
-def predict_files(path, inputs, out_dir, mode: str = "original") -> list[Path]:
+def predict_files(path, inputs, out_dir, mode: str = "original", network=None) -> list[Path]:
     """For each image: `<stem>.png` (class ids with the preset palette) and `<stem>_overlay.jpg`."""
     cfg, preset, method, device = load_for_inference(path)
+    predictor = method.predictor(network)
     files = _collect(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,7 @@ def predict_files(path, inputs, out_dir, mode: str = "original") -> list[Path]:
         for file in files:
             rgb = _read_rgb(file)
             image = normalize(to_tensor(rgb)).unsqueeze(0).to(device)
-            scores, _ = predict_logits(method.predict, image, preset.num_classes, mode,
+            scores, _ = predict_logits(predictor, image, preset.num_classes, mode,
                                        crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
                                        resize_multiple=cfg.eval.resize_multiple)
             labels = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)

@@ -8,6 +8,9 @@ A method owns its networks and exposes:
 - `after_step()`: EMA updates, queue maintenance (after the optimiser step).
 - `param_groups(lr, lr_multi)`: backbone vs head learning rates.
 - `predict(images) -> logits`: what evaluation uses.
+- `networks()`: every segmentation network it holds (student, teacher, second
+  branch) by attribute name, so that `semiseg eval --network NAME` can score
+  one that `predict` does not use.
 - `state_dict()/load_state_dict()`: nn.Module's, which covers teachers and
   registered buffers (queues).
 The engine never branches on a method's name: it only reads these.
@@ -79,6 +82,20 @@ class Method(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+    def networks(self) -> Dict[str, nn.Module]:
+        """The segmentation networks this method holds, by attribute name (`model`, `teacher`, `model2`, ...)."""
+        return {name: child for name, child in self.named_children() if hasattr(child, "backbone_parameters")}
+
+    def predictor(self, network: Optional[str] = None):
+        """What evaluation calls: `predict`, or the forward of the network named `network`."""
+        if network is None:
+            return self.predict
+        nets = self.networks()
+        if network not in nets:
+            raise SemisegError(f"unknown network '{network}' for method '{type(self).__name__}'; "
+                               f"this checkpoint holds: {', '.join(nets)}")
+        return nets[network]
 
     def trainable_modules(self) -> list[nn.Module]:
         """The networks the optimiser updates (teachers are excluded)."""
