@@ -89,6 +89,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
     log_every: int = 10
     amp: str = "off"  # off | bf16 (GPU or CPU) | fp16 (GPU, with a GradScaler): autocast forwards, fp32 losses
+    channels_last: bool = False  # NHWC weights and image batches: faster convolutions on CPUs and tensor-core GPUs
     ddp_find_unused_parameters: bool = False  # set true for a method that leaves a trainable parameter unused
 
 

@@ -33,10 +33,15 @@ from .schedule import set_lr
 from .sync_batchnorm import convert_to_sync_batchnorm
 
 
-def _to_device(batch, device):
+def _to_device(batch, device, memory_format=torch.contiguous_format):
+    """Tensors to `device`; image batches (4-D float) also to `memory_format`."""
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
+        return {k: _to_device(v, device, memory_format) for k, v in batch.items()}
+    if not isinstance(batch, torch.Tensor):
+        return batch
+    if batch.dim() == 4 and batch.is_floating_point():
+        return batch.to(device, non_blocking=True, memory_format=memory_format)
+    return batch.to(device, non_blocking=True)
 
 
 class Trainer:
@@ -57,7 +62,8 @@ class Trainer:
         self.num_classes = self.preset.num_classes
         self.plan = plan_from_config(cfg.train, self.dist.world_size)
         self.precision = Precision(cfg.train.amp, self.device)
-        self.method = build_method(cfg, self.num_classes).to(self.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.method = build_method(cfg, self.num_classes).to(self.device, memory_format=self.memory_format)
         if self.dist.enabled:
             convert_to_sync_batchnorm(self.method, self.device)
         self.precision.attach(self.method)
@@ -190,7 +196,7 @@ class Trainer:
         for index, batch in enumerate(passes):
             last = index == len(passes) - 1
             with contextlib.nullcontext() if last else self.runner.accumulating():
-                loss, logs = self.runner.run(_to_device(batch, self.device), progress)
+                loss, logs = self.runner.run(_to_device(batch, self.device, self.memory_format), progress)
                 losses.add(loss, logs)
                 self.precision.backward(loss.float() / len(passes))
         stop_if_nonfinite(losses, self.step, self.dist, self._last_checkpoint_note())
