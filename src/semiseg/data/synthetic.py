@@ -8,7 +8,8 @@ classes apart:
 - shape (objects share one colour distribution, so colour is useless),
 - texture (every class has its own: stuff by fine noise or stripes, the
   ground by soft blotches, disks by a lit sphere with a spot lattice, boxes
-  by grid lines, triangles by a checkerboard, rings by spokes), visible from
+  by grid lines, triangles by a checkerboard finer than the ground's blotches,
+  rings by spokes), visible from
   a part of the object, as in real images,
 - context (boat-like rings prefer water, disks prefer grass).
 Thin clutter strokes occlude everything, and a random illumination field,
@@ -143,7 +144,7 @@ def _object_appearance(kind: str, rng, colour, shape, yy, xx) -> np.ndarray:
         lines = (np.abs((u % period) - period / 2) > period / 2 - 0.8) | (np.abs((v % period) - period / 2) > period / 2 - 0.8)
         out = out + TEXTURE * np.where(lines, -1.5, 0.3)[..., None]
     elif kind == "triangle":
-        period, phase = rng.uniform(6.0, 10.0), rng.uniform(0, 10.0, size=2)
+        period, phase = rng.uniform(3.0, 5.0), rng.uniform(0, 10.0, size=2)  # squares finer than the ground's blotches
         checker = ((np.floor((yy + phase[0]) / period) + np.floor((xx + phase[1]) / period)) % 2) * 2 - 1
         out = out + TEXTURE * checker[..., None]
     elif kind == "ring":
