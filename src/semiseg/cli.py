@@ -87,6 +87,12 @@ def one_line(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def _add_network_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", metavar="NAME",
+                   help="use this network of the checkpoint (e.g. model = the student, teacher, model2) "
+                        "instead of the one the method predicts with")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised semantic segmentation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -112,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["original", "center_crop", "resize", "sliding_window"],
                    help="evaluation mode (default: the dataset's)")
     p.add_argument("--root", help="dataset folder (same as data.root=...)")
-    p.add_argument("--network", metavar="NAME",
-                   help="score this network of the checkpoint (e.g. model = the student, teacher, model2) "
-                        "instead of the one the method predicts with")
+    _add_network_option(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="segment images with a checkpoint",
@@ -123,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
-    p.add_argument("--network", metavar="NAME",
-                   help="score this network of the checkpoint (e.g. model = the student, teacher, model2) "
-                        "instead of the one the method predicts with")
+    _add_network_option(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="supervised vs FixMatch on the synthetic scenes, with a comparison table")
