@@ -28,11 +28,11 @@ def test_channels_last_trains_in_nhwc_and_matches_the_default_layout(tmp_path, m
     monkeypatch.chdir(REPO)
     real_step, layouts = Supervised.training_step, []
 
-    def recording_step(self, batch, progress):
+    def recording_step(self, batch, ctx):
         conv = next(m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
         layouts.append((conv.weight.is_contiguous(memory_format=torch.channels_last),
                         batch["labeled"]["image"].is_contiguous(memory_format=torch.channels_last)))
-        return real_step(self, batch, progress)
+        return real_step(self, batch, ctx)
 
     monkeypatch.setattr(Supervised, "training_step", recording_step)
     nhwc = _train(tmp_path, "nhwc", "train.channels_last=true")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from semiseg.components.cutmix import cps_box_mask
+from semiseg.methods.interface import StepContext
 from semiseg.components.losses import masked_ce, supervised_ce
 from test_methods import fake_batch, make
 
@@ -37,11 +37,9 @@ def test_cutmix_loss_crosses_mixed_pseudo_labels_from_the_partner():
     x_u, v = batch["unlabeled"]["image_w"], batch["unlabeled"]["valid"]
     b, _, h, w = x_u.shape
     with torch.no_grad():
-        torch.manual_seed(11)
-        loss, _ = method.training_step(batch, 0.0)
-        torch.manual_seed(11)  # the same G2 masks
-        m = torch.stack([cps_box_mask(h, w) for _ in range(b)])
-        assert m.any()
+        loss, _ = method.training_step(batch, StepContext.at(0.0))
+        m = batch["unlabeled"]["box"][:, 0]  # the toggled-box masks the data pipeline drew
+        assert m.any() and batch["unlabeled"]["box"].shape == (b, 1, h, w)
         partner = [(i + 1) % b for i in range(b)]  # never i itself (P13 / P14)
         x_m = torch.where(m[:, None], x_u[partner], x_u)
         v_m = torch.where(m, v[partner], v)
@@ -61,7 +59,7 @@ def test_plain_cps_supervises_labeled_and_unlabeled_pixels():
     x_l, y_l = batch["labeled"]["image"], batch["labeled"]["mask"]
     x_u, v = batch["unlabeled"]["image_w"], batch["unlabeled"]["valid"]
     with torch.no_grad():
-        loss, _ = method.training_step(batch, 0.0)
+        loss, _ = method.training_step(batch, StepContext.at(0.0))
         x = torch.cat([x_l, x_u])
         z1, z2 = method.model(x), method.model2(x)
         valid = torch.cat([y_l != 255, v])  # padding (255 rows, invalid columns) never counts

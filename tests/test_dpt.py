@@ -85,7 +85,7 @@ def test_build_model_switch_and_lock_backbone():
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.decoder.parameters())
     bad = load_config(None, ["train.total_iters=1", "model.name=unet"])
-    with pytest.raises(SemisegError, match="model.name"):
+    with pytest.raises(SemisegError, match="unknown model 'unet'.*deeplabv3plus, dpt"):
         build_model(bad.model, 3)
     cnn = load_config(None, ["train.total_iters=1", "model.name=dpt", "model.encoder=resnet18"])
     with pytest.raises(SemisegError, match="ViT"):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from semiseg.methods.interface import StepContext
 from semiseg.components.losses import masked_ce, supervised_ce
 from semiseg.engine.build import build_method
 from semiseg.errors import SemisegError
@@ -28,7 +29,7 @@ def test_ema_teacher_labels_the_weak_view_and_predicts():
     box = u["box"][:, 0]
     partner = [1, 0]
     with torch.no_grad():
-        loss, _ = method.training_step(batch, 0.0)
+        loss, _ = method.training_step(batch, StepContext.at(0.0))
         pseudo = method.teacher(u["image_w"]).argmax(1)
         assert not torch.equal(pseudo, method.model(u["image_w"]).argmax(1))
         x_s = torch.where(box[:, None], u["image_s"][partner, 0], u["image_s"][:, 0])
@@ -46,18 +47,18 @@ def test_ema_teacher_follows_the_student_and_stays_in_eval_mode():
     method.train()
     assert not method.teacher.training and method.model.training
     opt = torch.optim.SGD(method.param_groups(0.1, 1.0), lr=0.1)
-    loss, _ = method.training_step(fake_batch(method), 0.0)
+    loss, _ = method.training_step(fake_batch(method), StepContext.at(0.0))
     opt.zero_grad()
     loss.backward()
     assert all(p.grad is None for p in method.teacher.parameters())
     opt.step()
     method.after_step()  # λ_0 = 0: the teacher becomes the student
     assert all(torch.equal(a, b) for a, b in zip(method.teacher.parameters(), method.model.parameters()))
-    assert int(method.ema_updates) == 1
+    assert int(method.teacher.updates) == 1
 
 
 def test_default_has_no_teacher_and_bad_value_is_rejected():
-    assert not hasattr(_make("none"), "ema_updates")
+    assert "teacher" not in _make("none").networks()
     cfg = tiny_cfg("fixmatch")
     cfg.method.teacher = "mean"
     with pytest.raises(SemisegError, match="method.teacher"):

@@ -29,9 +29,9 @@ def test_nonfinite_loss_stops_with_one_line_and_keeps_the_checkpoint(tmp_path, c
     real_step = Supervised.training_step
     calls = []
 
-    def poisoned_step(self, batch, progress):
-        loss, logs = real_step(self, batch, progress)
-        calls.append(progress)
+    def poisoned_step(self, batch, ctx):
+        loss, logs = real_step(self, batch, ctx)
+        calls.append(ctx)
         if len(calls) > 3:
             logs = {**logs, "loss_x": logs["loss_x"] * float("nan")}
             loss = loss * float("nan")
@@ -72,9 +72,9 @@ from semiseg.methods.supervised import Supervised
 real_step = Supervised.training_step
 
 
-def poisoned_step(self, batch, progress):
-    loss, logs = real_step(self, batch, progress)
-    if os.environ["RANK"] == "1" and progress >= 0.5:  # iteration 2 of 4, on rank 1 only
+def poisoned_step(self, batch, ctx):
+    loss, logs = real_step(self, batch, ctx)
+    if os.environ["RANK"] == "1" and ctx.progress >= 0.5:  # iteration 2 of 4, on rank 1 only
         return loss * float("nan"), {**logs, "loss_x": logs["loss_x"] * float("nan")}
     return loss, logs
 

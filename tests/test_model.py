@@ -23,7 +23,8 @@ def test_logits_at_input_resolution_and_aspp_rates(os_):
     dilations = [branch[0].dilation[0] for branch in model.decoder.aspp.branches[1:4]]
     assert tuple(dilations) == ASPP_RATES[os_] == ((12, 24, 36) if os_ == 8 else (6, 12, 18))
     # the high-level map really has the requested stride
-    low, high = model.encoder(torch.randn(1, 3, 64, 64))
+    feats = model.encoder(torch.randn(1, 3, 64, 64))
+    low, high = feats[model.encoder.low_index], feats[-1]
     assert low.shape[-1] == 16 and high.shape[-1] == 64 // os_
 
 

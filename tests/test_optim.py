@@ -1,13 +1,21 @@
-"""engine/optim.py: SGD and AdamW over the method's parameter groups, optional no-decay on norms/biases."""
+"""components/optimizers.py through the default update: SGD and AdamW over the method's parameter groups,
+optional no-decay on norms/biases; engine/schedule.py: poly and constant schedules."""
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from semiseg.config import TrainConfig
-from semiseg.engine.optim import build_optimizer
+from semiseg.engine.schedule import remember_base_lr
 from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodParams
+
+
+def build_optimizer(method, train_cfg):
+    """The optimiser of the method's default update, with the engine's record of each group's initial lr."""
+    optimizer = method.updates(train_cfg)[0].optimizer
+    remember_base_lr(optimizer)
+    return optimizer
 
 
 class _Net(torch.nn.Module):
@@ -47,3 +55,19 @@ def test_no_decay_on_norm_and_bias():
     assert all(p.dim() == 1 for p in by_name["backbone_no_decay"]["params"] + by_name["head_no_decay"]["params"])
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(method.parameters()))
     assert by_name["head_no_decay"]["base_lr"] == by_name["head"]["base_lr"]
+
+
+def test_poly_and_constant_schedules_start_from_each_groups_initial_lr():
+    from semiseg.engine.schedule import set_lr
+
+    method = Method(_Net(), MethodParams())
+    opt = build_optimizer(method, _train(lr=0.01, lr_multi=10.0))
+    assert set_lr(opt, 0, 10, 0.9) == pytest.approx(0.01)
+    set_lr(opt, 5, 10, 0.9)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01 * 0.5 ** 0.9, 0.1 * 0.5 ** 0.9])
+    set_lr(opt, 5, 10, 0.9, "constant")
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
+    adam = torch.optim.Adam(_Net().parameters(), lr=1e-4)  # a method's own optimiser: no base_lr given
+    assert set_lr(adam, 7, 10, 0.9, "constant") == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="schedule"):
+        set_lr(opt, 0, 10, 0.9, "cosine")

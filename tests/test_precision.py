@@ -76,9 +76,9 @@ def test_train_with_bf16_on_cpu(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     real_step, seen = Supervised.training_step, []
 
-    def recording_step(self, batch, progress):
+    def recording_step(self, batch, ctx):
         _record_conv_dtypes(self.model, seen)
-        return real_step(self, batch, progress)
+        return real_step(self, batch, ctx)
 
     monkeypatch.setattr(Supervised, "training_step", recording_step)
     out = tmp_path / "run"

@@ -1,6 +1,5 @@
 """SIGKILL a training run twice, continue with `--resume auto`: the final weights equal an uninterrupted run's."""
 
-import json
 import signal
 import subprocess
 import time
@@ -16,23 +15,25 @@ ARGS = ["deterministic=true", "train.total_batch_size=4", f"train.total_iters={T
         "train.eval_every=4", "--resume", "auto"]
 
 
-def _logged_steps(path, offset: int) -> list[int]:
-    if not path.is_file():
-        return []
-    text = path.read_text()[offset:]
-    return [json.loads(line)["step"] for line in text.splitlines()
-            if line.endswith("}") and '"kind": "train"' in line]
+def _checkpoint_step(path, seen: dict) -> int:
+    """The step of `path` (latest.pt, replaced atomically), read again only when the file changed; -1 if absent."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return -1
+    if seen.get("stamp") != stamp:
+        seen.update(stamp=stamp, step=int(torch.load(path, map_location="cpu", weights_only=True)["step"]))
+    return seen["step"]
 
 
 def _kill_after(output_dir, step: int, timeout: float = 180.0) -> str:
-    """Start (or resume) the run; SIGKILL it once it has logged `step`; returns its stdout."""
-    metrics = output_dir / "metrics.jsonl"
-    offset = len(metrics.read_text()) if metrics.is_file() else 0
+    """Start (or resume) the run; SIGKILL it once its latest.pt holds iteration `step` or later; returns stdout."""
+    latest, seen = output_dir / "latest.pt", {}
     proc = subprocess.Popen(train_command(*ARGS, f"output_dir={output_dir}"), cwd=REPO, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     while proc.poll() is None and time.time() < deadline:
-        if any(s >= step for s in _logged_steps(metrics, offset)):
+        if _checkpoint_step(latest, seen) >= step:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
@@ -45,9 +46,9 @@ def test_killed_twice_then_resumed_equals_uninterrupted(tmp_path):
     reference = subprocess.Popen(train_command(*ARGS, f"output_dir={tmp_path / 'reference'}"), cwd=REPO,
                                  env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "killed"
-    _kill_after(run, 4)  # after the checkpoint of step 3
+    _kill_after(run, 3)  # once the checkpoint of step 3 exists
     first_stop = final_state(run)["step"]
-    out = _kill_after(run, 8)
+    out = _kill_after(run, first_stop + 3)
     assert f"resumed from {run / 'latest.pt'} at iteration {first_stop}" in out
     second_stop = final_state(run)["step"]
     assert 0 < first_stop < second_stop < TOTAL
@@ -63,6 +64,6 @@ def test_killed_twice_then_resumed_equals_uninterrupted(tmp_path):
     assert resumed["best"] == uninterrupted["best"]
     for key, value in uninterrupted["method"].items():
         assert torch.equal(resumed["method"][key], value), key  # bitwise
-    for index, state in uninterrupted["optimizer"]["state"].items():
-        assert torch.equal(resumed["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"])
+    for index, state in uninterrupted["optimizers"]["model"]["state"].items():
+        assert torch.equal(resumed["optimizers"]["model"]["state"][index]["momentum_buffer"], state["momentum_buffer"])
     assert torch.equal(resumed["rng"]["per_rank"][0]["torch"], uninterrupted["rng"]["per_rank"][0]["torch"])

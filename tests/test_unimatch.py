@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from semiseg.methods.interface import StepContext
 from semiseg.components.losses import masked_ce, supervised_ce
 from test_methods import fake_batch, make
 
@@ -25,8 +26,9 @@ def test_loss_by_hand_with_fp_stream_and_two_strong_views():
     partner = [(i + 1) % b for i in range(b)]  # P13: another image of the batch
     with torch.no_grad():
         torch.manual_seed(3)
-        loss, logs = method.training_step(batch, 0.0)
-        low, high = method.model.encoder(torch.cat([x_l, x_w]))
+        loss, logs = method.training_step(batch, StepContext.at(0.0))
+        feats = method.model.encoder(torch.cat([x_l, x_w]))
+        low, high = feats[method.model.encoder.low_index], feats[-1]
         torch.manual_seed(3)  # the FP stream's Dropout2d draws: low level first, then high
         low_fp, high_fp = F.dropout2d(low, 0.5, True), F.dropout2d(high, 0.5, True)
         size = x_w.shape[-2:]
@@ -61,7 +63,7 @@ def test_cityscapes_ohem_supervised_loss_is_used():
     batch = fake_batch(method)
     with torch.no_grad():
         torch.manual_seed(0)
-        _, logs = method.training_step(batch, 0.0)
+        _, logs = method.training_step(batch, StepContext.at(0.0))
         plain = supervised_ce(method.model(batch["labeled"]["image"]), batch["labeled"]["mask"])
     # OHEM keeps the hard pixels only (P ≤ 0.7 on a random net: nearly all, but never the easy ones)
     from semiseg.components.losses import ohem_ce

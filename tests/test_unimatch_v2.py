@@ -4,18 +4,26 @@ weak view, the strong pair gets complementary channel dropout; on a tiny DPT too
 import pytest
 import torch
 
+from semiseg.methods.interface import StepContext
 from semiseg.components.losses import masked_ce, supervised_ce
 from semiseg.components.perturbation import complementary_channel_dropout
 from semiseg.config import load_config
-from semiseg.engine.optim import build_optimizer
+from semiseg.engine.schedule import remember_base_lr
 from semiseg.methods.unimatch_v2 import UniMatchV2, UniMatchV2Params
 from semiseg.models.dpt import DPTSegmenter
 from test_methods import fake_batch, make
 
 
+def build_optimizer(method, train_cfg):
+    """The optimiser of the method's default update, with the engine's record of each group's initial lr."""
+    optimizer = method.updates(train_cfg)[0].optimizer
+    remember_base_lr(optimizer)
+    return optimizer
+
+
 def _sgd_step(method, batch, lr=0.1):
     opt = torch.optim.SGD(method.param_groups(lr, 1.0), lr=lr)
-    loss, _ = method.training_step(batch, 0.0)
+    loss, _ = method.training_step(batch, StepContext.at(0.0))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -30,21 +38,21 @@ def test_teacher_is_an_ema_of_the_student_with_warmup():
     _sgd_step(method, fake_batch(method, 0))
     # λ_0 = 0: after the first step the teacher is a copy of the trained student, buffers included
     student = method.model.state_dict()
-    for k, t in method.teacher.state_dict().items():
+    for k, t in method.teacher.net.state_dict().items():
         assert torch.equal(t, student[k]), k
         assert t.dtype == student[k].dtype  # P18: num_batches_tracked stays an integer
-    before = {k: v.clone() for k, v in method.teacher.state_dict().items()}
+    before = {k: v.clone() for k, v in method.teacher.net.state_dict().items()}
     _sgd_step(method, fake_batch(method, 1))
     student = method.model.state_dict()
     changed = 0
-    for k, t in method.teacher.state_dict().items():
+    for k, t in method.teacher.net.state_dict().items():
         if t.dtype.is_floating_point:  # λ_1 = 1/2
             assert torch.allclose(t, 0.5 * before[k] + 0.5 * student[k], atol=1e-6), k
             changed += not torch.equal(t, student[k])
         else:
             assert torch.equal(t, student[k]), k  # integer buffers copied
     assert changed > 0  # the teacher is not the student
-    assert int(method.ema_updates) == 2
+    assert int(method.teacher.updates) == 2
     for p_t, p_s in zip(method.teacher.parameters(), method.model.parameters()):
         assert p_t.grad is None and not p_t.requires_grad and p_t.data_ptr() != p_s.data_ptr()  # P7
 
@@ -66,12 +74,13 @@ def test_pseudo_labels_come_from_the_teacher_and_views_get_complementary_dropout
     partner = [(i + 1) % b for i in range(b)]
     with torch.no_grad():
         torch.manual_seed(5)
-        loss, _ = method.training_step(batch, 0.0)
+        loss, _ = method.training_step(batch, StepContext.at(0.0))
         conf, pseudo = method.teacher(x_w).softmax(1).max(1)
         student_pseudo = method.model(x_w).argmax(1)
         assert not torch.equal(pseudo, student_pseudo)  # the test can tell teacher from student
         strong = torch.cat([torch.where(boxes[:, k, None], x_s[partner, k], x_s[:, k]) for k in range(2)])
-        feats = list(method.model.encoder(strong))
+        feats = method.model.encoder(strong)
+        feats = [feats[method.model.encoder.low_index], feats[-1]]
         torch.manual_seed(5)
         feats = complementary_channel_dropout(feats)
         z_s = torch.nn.functional.interpolate(method.model.decoder(*feats), size=strong.shape[-2:],
@@ -102,7 +111,7 @@ def test_unlabeled_images_need_no_masks(name):
     method = make(name)
     batch = fake_batch(method)
     batch["unlabeled"] = _ViewsOnly(batch["unlabeled"])
-    loss, _ = method.training_step(batch, 0.0)
+    loss, _ = method.training_step(batch, StepContext.at(0.0))
     assert torch.isfinite(loss)
 
 
@@ -123,7 +132,7 @@ def test_one_adamw_step_on_a_tiny_dinov2_dpt():
                            "box": torch.zeros(b, 2, s, s, dtype=torch.bool)}}
     batch["unlabeled"]["box"][:, :, :7, :14] = True
     method.train()
-    loss, _ = method.training_step(batch, 0.0)
+    loss, _ = method.training_step(batch, StepContext.at(0.0))
     opt.zero_grad()
     loss.backward()
     assert all(p.grad is not None for p in method.model.parameters())

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from semiseg.components.cutmix import HalfAreaBox, ToggledBoxes, UniMatchBox
 from semiseg.data.normalize import normalize
 from semiseg.data.sample import Sample
 from semiseg.data.transforms import StrongPhotometric, WeakCPS, WeakUniMatch
@@ -86,7 +87,8 @@ def test_labeled_dataset_requires_masks():
 
 
 def test_unlabeled_without_mask_files(tmp_path):
-    ds = UnlabeledDataset(UnlabeledListSource(tmp_path), WeakUniMatch(S, scale_range=(1.0, 1.0)), num_strong=2)
+    ds = UnlabeledDataset(UnlabeledListSource(tmp_path), WeakUniMatch(S, scale_range=(1.0, 1.0)), num_strong=2,
+                          box=UniMatchBox(), num_boxes=2)
     torch.manual_seed(0)
     item = ds[0]
     assert set(item) == {"image_w", "image_s", "box", "valid", "index"}
@@ -109,7 +111,7 @@ def test_unlabeled_ignores_masks_validity_from_geometry():
 def test_strong_views_share_the_weak_geometry():
     src = ArraySource()
     off = StrongPhotometric(p_jitter=0, p_gray=0, p_blur=0)
-    ds = UnlabeledDataset(src, WeakUniMatch(S), num_strong=3, strong=off, box_p=0.0)
+    ds = UnlabeledDataset(src, WeakUniMatch(S), num_strong=3, strong=off, box=UniMatchBox(p=0.0), num_boxes=3)
     item = ds[2]
     for k in range(3):
         assert torch.equal(item["image_s"][k], item["image_w"])
@@ -124,7 +126,7 @@ def test_strong_views_share_the_weak_geometry():
 
 
 def test_strong_views_differ_and_boxes_are_independent():
-    ds = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=2, box_p=1.0)
+    ds = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=2, box=UniMatchBox(p=1.0), num_boxes=2)
     torch.manual_seed(0)
     differ = boxes_differ = 0
     for i in range(3):
@@ -136,7 +138,7 @@ def test_strong_views_differ_and_boxes_are_independent():
 
 
 def test_loader_same_seed_same_batches():
-    ds = UnlabeledDataset(ArraySource(n=4), WeakUniMatch(S), num_strong=2)
+    ds = UnlabeledDataset(ArraySource(n=4), WeakUniMatch(S), num_strong=2, box=UniMatchBox(), num_boxes=2)
 
     def batches(seed):
         g = torch.Generator().manual_seed(seed)
@@ -147,3 +149,20 @@ def test_loader_same_seed_same_batches():
     for x, y in zip(a, b):
         assert all(torch.equal(x[k], y[k]) for k in x)
     assert a[0]["image_s"].shape == (2, 2, 3, S, S) and a[0]["box"].shape == (2, 2, S, S)
+
+
+def test_declared_box_generators_and_counts():
+    """A weak-view-only method with one toggled-box mask (CPS) and one with extra boxes beyond its views."""
+    cps = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=0, box=ToggledBoxes(), num_boxes=1)
+    torch.manual_seed(0)
+    item = cps[0]
+    assert set(item) == {"image_w", "valid", "index", "box"} and item["box"].shape == (1, S, S)
+    torch.manual_seed(0)
+    weak = WeakUniMatch(S)(ArraySource().images[0], None)  # the same draws up to the box
+    assert torch.equal(item["box"][0], ToggledBoxes()(S, S))
+    extra = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=1, box=HalfAreaBox(), num_boxes=3)
+    item = extra[1]
+    assert item["image_s"].shape == (1, 3, S, S) and item["box"].shape == (3, S, S)
+    assert (item["box"].flatten(1).sum(1).float() / (S * S) - 0.5).abs().max() < 0.1  # half-area boxes
+    with pytest.raises(SemisegError, match="box generator"):
+        UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=1, num_boxes=1)

@@ -30,10 +30,10 @@ from .registry import closest
 class SyntheticConfig:
     """The procedurally rendered dataset (no files): sizes and scene seed."""
 
-    num_train: int = 800
-    num_val: int = 120
-    image_size: int = 64
-    scene_seed: int = 0
+    num_train: int = 800  # train scenes (the list that data.num_labeled / labeled_fraction carve)
+    num_val: int = 120  # val scenes
+    image_size: int = 64  # side of the square scenes, in pixels
+    scene_seed: int = 0  # seed of the rendered scenes (independent of the training seed)
 
 
 @dataclass
@@ -44,18 +44,27 @@ class DataConfig:
     split: Optional[str] = None  # a standard split folder, e.g. "1464" or "1_8"
     labeled_list: Optional[str] = None  # "image mask" per line, relative to root
     unlabeled_list: Optional[str] = None  # "image [mask]" per line; masks are never read
-    val_list: Optional[str] = None
+    val_list: Optional[str] = None  # "image mask" per line, relative to root (the preset's val list when unset)
     num_labeled: Optional[int] = None  # carve this many labeled images out of the labeled list
     labeled_fraction: Optional[float] = None  # ... or this fraction (the rest become unlabeled)
     split_seed: int = 0  # seed of that carve-out (independent of the training seed)
     crop_size: Optional[int] = None  # training crop S (the preset's default when unset)
-    weak_pipeline: str = "unimatch"  # unimatch (W-U) | cps (W-C), methods.md §0.4
-    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    weak_pipeline: Optional[str] = None  # unimatch (W-U) | cps (W-C); unset: the method's own (docs/datasets.md)
+    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])  # weak view's resize factors [lo, hi]
     # σ range of the strong view's Gaussian blur, in pixels (methods.md §0.5: [0.1, 2.0] for crops of
     # 321-801 px; scale it with the crop for small images, e.g. [0.02, 0.4] for 64 px scenes)
     strong_blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
-    num_workers: int = 2
+    num_workers: int = 2  # DataLoader worker processes of each training loader (labeled, unlabeled)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class HeadsConfig:
+    """Extra network outputs (docs/method_interface.md); a method that reads one says so when it is off."""
+
+    representation: int = 0  # channels of the projection head on the decoder's pre-fusion features (U2PL: 256); 0 = off
+    variance: bool = False  # per-pixel variance head (1x1 conv + Softplus) on the classifier's input (DUEB)
+    auxiliary: bool = False  # FCN head on the encoder's second-to-last feature map (U2PL on Cityscapes)
 
 
 @dataclass
@@ -64,10 +73,11 @@ class ModelConfig:
     encoder: str = "resnet18"  # any timm model with features_only support (a timm ViT/14 for dpt)
     output_stride: int = 16  # 8 or 16; ASPP rates follow (6/12/18 at 16, 12/24/36 at 8)
     pretrained: Optional[str] = None  # none | a local weights file | "imagenet" (bundled lite0) | a timm tag
-    aspp_channels: int = 256
-    decoder_channels: int = 256
-    low_level_channels: int = 48
+    aspp_channels: int = 256  # DeepLabV3+ ASPP output channels
+    decoder_channels: int = 256  # DeepLabV3+ decoder conv channels
+    low_level_channels: int = 48  # DeepLabV3+ projection of the low-level encoder features
     lock_backbone: bool = False  # freeze the encoder and leave it out of the optimiser (UniMatch V2 option)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)  # extra heads, off by default
 
 
 @dataclass
@@ -80,14 +90,14 @@ class TrainConfig:
     micro_batch_size: Optional[int] = None
     optimizer: str = "sgd"  # sgd | adamw (engine/optim.py)
     lr: float = 0.01  # backbone learning rate; the head uses lr * lr_multi
-    lr_multi: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    lr_multi: float = 10.0  # learning-rate multiplier of everything outside the encoder (decoder, heads)
+    momentum: float = 0.9  # SGD momentum (adamw uses betas (0.9, 0.999) instead)
+    weight_decay: float = 1e-4  # optimiser weight decay (see wd_norm_bias)
     wd_norm_bias: bool = True  # False: no weight decay on biases and norm weights (CPS family, methods.md §0.9)
-    poly_power: float = 0.9
+    poly_power: float = 0.9  # poly schedule: lr_t = lr * (1 - t/T)^poly_power
     eval_every: int = 0  # iterations between evaluations (0: only at the end)
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
-    log_every: int = 10
+    log_every: int = 10  # iterations between training logs (metrics.jsonl, TensorBoard)
     amp: str = "off"  # off | bf16 (GPU or CPU) | fp16 (GPU, with a GradScaler): autocast forwards, fp32 losses
     channels_last: bool = False  # NHWC weights and image batches: faster convolutions on CPUs and tensor-core GPUs
     ddp_find_unused_parameters: bool = False  # set true for a method that leaves a trainable parameter unused
@@ -103,12 +113,12 @@ class EvalConfig:
 @dataclass
 class Config:
     output_dir: Optional[str] = None  # where everything a run writes goes (default: runs/<config name>)
-    seed: int = 0
-    deterministic: bool = False
+    seed: int = 0  # training seed: network initialisation, batches and their augmentations
+    deterministic: bool = False  # true: torch.use_deterministic_algorithms; false: cuDNN autotuning
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Any = field(default_factory=lambda: {"name": "supervised"})
+    method: Any = field(default_factory=lambda: {"name": "supervised"})  # `name` + that method's params
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

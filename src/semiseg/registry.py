@@ -53,4 +53,5 @@ class Registry(Generic[T]):
 
 
 METHODS: Registry = Registry("method")
+MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .data.sample import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 
 def palette_image(labels: np.ndarray, palette) -> Image.Image:

@@ -15,7 +15,8 @@ All randomness comes from torch's global RNG.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 
@@ -116,3 +117,42 @@ def u2pl_half_box(height: int, width: int) -> torch.Tensor:
     mask = torch.zeros(height, width, dtype=torch.bool)
     mask[y0 : y0 + h, x0 : x0 + w] = True
     return mask
+
+
+# -- box generators a method declares (docs/method_interface.md: views) -----------------------------
+# Each is a small picklable value: `generator(height, width) -> bool (H, W)` box mask drawn from torch's
+# global RNG. The data pipeline calls it per unlabeled sample (under that sample's own seed), so the
+# boxes of step t do not depend on the world size, the number of loader workers or a resume.
+
+
+@dataclass(frozen=True)
+class UniMatchBox:
+    """G1: UniMatch's single box, present with probability p (one per strong view)."""
+
+    p: float = 0.5
+    area: Tuple[float, float] = (0.02, 0.4)
+    ratio: Tuple[float, float] = (0.3, 1 / 0.3)
+
+    def __call__(self, height: int, width: int) -> torch.Tensor:
+        if height != width:
+            raise ValueError(f"UniMatchBox draws on square crops, got {height}x{width}")
+        return unimatch_box(height, self.p, self.area, self.ratio)
+
+
+@dataclass(frozen=True)
+class ToggledBoxes:
+    """G2: CPS's mask of `n_boxes` boxes, each toggling its region (overlaps return to the image)."""
+
+    n_boxes: int = 3
+    prop_range: Tuple[float, float] = (0.25, 0.5)
+
+    def __call__(self, height: int, width: int) -> torch.Tensor:
+        return cps_box_mask(height, width, self.n_boxes, self.prop_range)
+
+
+@dataclass(frozen=True)
+class HalfAreaBox:
+    """G3: U2PL's box of half the image area (always drawn; U2PL applies it to a whole batch with p = 0.5)."""
+
+    def __call__(self, height: int, width: int) -> torch.Tensor:
+        return u2pl_half_box(height, width)

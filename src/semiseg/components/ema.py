@@ -57,3 +57,52 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, include_buf
             b_t.mul_(decay).add_(b_s.to(b_t.dtype), alpha=1.0 - decay)
         else:
             b_t.copy_(b_s)
+
+
+class EMATeacher(nn.Module):
+    """An EMA copy of a student network: the one teacher component of every teacher-student method.
+
+    decay: α. With `warmup`, λ_t = min(1 − 1/(t+1), α) where t counts this teacher's updates (λ_0 = 0:
+      the first update copies the student); without it, λ_t = α from the start (Mean Teacher).
+    include_buffers: also average floating buffers (BN statistics) and copy integer ones (UniMatch V2);
+      otherwise the buffers are the teacher's own (its train-mode forwards move them).
+    batch_statistics: whether `train()` may put the teacher in train mode (BN on batch statistics, as
+      Mean Teacher's release); False keeps it in eval mode whatever the method's mode.
+    The teacher holds its own fp32 storage, receives no gradients and is saved with the method
+    (`<name>.net.*` and the update counter `<name>.updates`). `forward` is the network's.
+    """
+
+    def __init__(self, student: nn.Module, decay: float, warmup: bool = True, include_buffers: bool = False,
+                 batch_statistics: bool = False):
+        super().__init__()
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.net = make_teacher(student)
+        self.decay, self.warmup = float(decay), bool(warmup)
+        self.include_buffers, self.batch_statistics = bool(include_buffers), bool(batch_statistics)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.train(False)
+
+    def forward(self, *args, **kwargs):
+        return self.net(*args, **kwargs)
+
+    def train(self, mode: bool = True):
+        return super().train(mode and self.batch_statistics)
+
+    def backbone_parameters(self):
+        return self.net.backbone_parameters()
+
+    def current_decay(self) -> float:
+        """λ of the next update."""
+        return warmup_decay(int(self.updates), self.decay) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """θ' ← λ_t·θ' + (1 − λ_t)·θ, after the optimiser step t."""
+        ema_update(self.net, student, self.current_decay(), self.include_buffers)
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_from(self, student: nn.Module) -> None:
+        """θ' ← θ, parameters and buffers (e.g. at the first semi-supervised step after a warm-up)."""
+        self.net.load_state_dict(student.state_dict())

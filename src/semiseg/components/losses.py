@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..data.sample import IGNORE_INDEX
+from ..labels import IGNORE_INDEX
 
 
 def supervised_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from ..labels import IGNORE_INDEX  # noqa: F401  (re-exported: data sources import it from here)
 
 
 @dataclass

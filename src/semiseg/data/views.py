@@ -2,13 +2,14 @@
 
 - `LabeledDataset`: one weak view of a labeled sample (image + mask).
 - `UnlabeledDataset`: one weak view plus `num_strong` strong photometric copies of that same
-  weak crop, each with its own G1 CutMix box (§0.5 step 4, §0.6), and the validity mask.
+  weak crop, the validity mask, and `num_boxes` CutMix boxes from the box generator it is given
+  (the method declares both: docs/method_interface.md, views).
 
 Unlabeled data never needs masks (pitfall P30): `UnlabeledDataset` ignores `sample.mask`
-and the validity mask comes from the crop geometry (§0.3). Sources built for unlabeled
+and the validity mask comes from the crop geometry (docs/datasets.md). Sources built for unlabeled
 lists do not open mask files at all, so a list naming missing masks (or none) works.
 
-Images come out ImageNet-normalised float (§0.4); the strong copies are made on the raw
+Images come out ImageNet-normalised float; the strong copies are made on the raw
 uint8 weak crop first, then normalised, so they share its geometry pixel for pixel.
 """
 
@@ -19,13 +20,13 @@ from typing import Callable, Optional
 import torch
 from torch.utils.data import Dataset
 
-from semiseg.components.cutmix import unimatch_box
 from semiseg.data.normalize import normalize
 from semiseg.data.sample import Source
 from semiseg.data.transforms import StrongPhotometric, WeakView
 from semiseg.errors import SemisegError
 
 WeakPipeline = Callable[..., WeakView]
+BoxGenerator = Callable[[int, int], torch.Tensor]
 
 
 def _normalised(image: torch.Tensor) -> torch.Tensor:
@@ -56,21 +57,26 @@ class LabeledDataset(Dataset):
 
 
 class UnlabeledDataset(Dataset):
-    """Weak view + `num_strong` strong copies of an unlabeled sample.
+    """Weak view + `num_strong` strong copies of an unlabeled sample, + `num_boxes` CutMix boxes.
 
-    Returns dict(image_w=float 3 x S x S, image_s=float (num_strong, 3, S, S), box=bool (num_strong, S, S),
-    valid=bool S x S, index=int); with num_strong = 0 only image_w, valid and index. Each strong copy is an
-    independent `strong` augmentation (default `StrongPhotometric()`) of the same weak crop, and each has
-    its own G1 box drawn with probability `box_p`.
+    Returns dict(image_w=float 3 x S x S, valid=bool S x S, index=int), plus image_s=float
+    (num_strong, 3, S, S) when num_strong > 0 and box=bool (num_boxes, S, S) when num_boxes > 0. Each
+    strong copy is an independent `strong` augmentation (default `StrongPhotometric()`) of the same weak
+    crop. Box k is `box(S, S)`; it is drawn right after strong copy k (the order UniMatch draws them
+    in), the boxes beyond the strong copies after all of them.
     """
 
     def __init__(self, source: Source, weak: WeakPipeline, num_strong: int,
-                 strong: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, box_p: float = 0.5):
-        if int(num_strong) != num_strong or num_strong < 0:
-            raise SemisegError(f"num_strong must be a non-negative integer, got {num_strong!r}")
+                 strong: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 box: Optional[BoxGenerator] = None, num_boxes: int = 0):
+        for name, value in (("num_strong", num_strong), ("num_boxes", num_boxes)):
+            if int(value) != value or value < 0:
+                raise SemisegError(f"{name} must be a non-negative integer, got {value!r}")
+        if num_boxes and box is None:
+            raise SemisegError("num_boxes > 0 needs a box generator")
         self.source, self.weak, self.num_strong = source, weak, int(num_strong)
         self.strong = StrongPhotometric() if strong is None else strong
-        self.box_p = float(box_p)
+        self.box, self.num_boxes = box, int(num_boxes)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -79,12 +85,15 @@ class UnlabeledDataset(Dataset):
         sample = self.source.load(index)
         view = self.weak(sample.image, None)  # never the mask: validity comes from the geometry (P30)
         out = {"image_w": _normalised(view.image), "valid": view.valid, "index": index}
-        if self.num_strong:
-            size = view.image.shape[-1]
-            strong, boxes = [], []
-            for _ in range(self.num_strong):  # UniMatch order: photometric, then the box, per copy
+        height, width = view.image.shape[-2:]
+        strong, boxes = [], []
+        for k in range(max(self.num_strong, self.num_boxes)):
+            if k < self.num_strong:
                 strong.append(self.strong(view.image))
-                boxes.append(unimatch_box(size, self.box_p))
+            if k < self.num_boxes:
+                boxes.append(self.box(height, width))
+        if strong:
             out["image_s"] = _normalised(torch.stack(strong))
+        if boxes:
             out["box"] = torch.stack(boxes)
         return out

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SemisegError
+from ..files import safe_torch_load
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
@@ -19,18 +20,6 @@ def save_atomic(obj: dict, path: str | Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def safe_torch_load(path: str | Path, what: str, missing_hint: str = ""):
-    """torch.load(weights_only=True) on CPU; a missing or unreadable file is one SemisegError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SemisegError(f"{what} not found: {path}{missing_hint}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SemisegError(f"{path}: not a readable {what} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:120]})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

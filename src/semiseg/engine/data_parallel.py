@@ -1,11 +1,13 @@
-"""DistributedDataParallel over a whole method: one DDP forward = one `training_step`.
+"""DistributedDataParallel per update: one DDP forward = one `update.loss(batch, ctx)`.
 
-Methods call their networks several times per step (labeled + weak + strong views,
-teachers, two branches); DDP sees them as one forward whose outputs are the loss and
-its logged terms, so gradient hooks fire once per backward. Only parameters with
-`requires_grad` are synchronised: teachers (EMA copies) are left alone. Buffers are
-not broadcast: with synchronised BatchNorm every rank computes the same running
-statistics, as does every EMA teacher of identical students (they are synced once, at start).
+Methods call their networks several times per step (labeled + weak + strong views, teachers, two
+branches); DDP sees them as one forward whose outputs are the loss and its logged terms, so gradient
+hooks fire once per backward. Each update of a method (docs/method_interface.md) gets its own
+wrapper over exactly the modules its optimiser steps: their gradients are all-reduced after the
+update's backward, and no other parameter is touched (teachers are not trainable; a discriminator's
+gradients are reduced by its own update). Buffers are not broadcast: with synchronised BatchNorm
+every rank computes the same running statistics, as does every EMA teacher of identical students
+(they are synced once, at start).
 """
 
 from __future__ import annotations
@@ -27,31 +29,34 @@ def _no_buffer_sync_per_forward() -> dict:
     return {"broadcast_buffers": False}
 
 
-class _TrainingStep(nn.Module):
-    def __init__(self, method: nn.Module):
+class _UpdateForward(nn.Module):
+    """Registers the update's modules (so DDP sees their parameters) and runs its loss."""
+
+    def __init__(self, update):
         super().__init__()
-        self.method = method
+        self.stepped = nn.ModuleList(update.modules)
+        self.loss = update.loss
 
-    def forward(self, batch, progress: float):
-        return self.method.training_step(batch, progress)
+    def forward(self, batch, ctx):
+        return self.loss(batch, ctx)
 
 
-class StepRunner:
-    """`run(batch, progress) -> (loss, logs)`; `accumulating()` skips the gradient all-reduce."""
+class UpdateRunner:
+    """`run(batch, ctx) -> (loss, logs)` for one update; `accumulating()` skips the gradient all-reduce."""
 
-    def __init__(self, method: nn.Module, context: DistributedContext, find_unused_parameters: bool = False):
-        self.method = method
+    def __init__(self, update, context: DistributedContext, find_unused_parameters: bool = False):
+        self.update = update
         self.ddp = None
         if context.enabled:
             device_ids = [context.device.index] if context.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(_TrainingStep(method), device_ids=device_ids,
+            self.ddp = DistributedDataParallel(_UpdateForward(update), device_ids=device_ids,
                                                find_unused_parameters=find_unused_parameters,
                                                **_no_buffer_sync_per_forward())
 
-    def run(self, batch, progress: float) -> tuple[torch.Tensor, dict]:
+    def run(self, batch, ctx) -> tuple[torch.Tensor, dict]:
         if self.ddp is None:
-            return self.method.training_step(batch, progress)
-        return self.ddp(batch, progress)
+            return self.update.loss(batch, ctx)
+        return self.ddp(batch, ctx)
 
     def accumulating(self):
         """Context for every pass but the last of a step: gradients stay local until then."""

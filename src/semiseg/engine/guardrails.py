@@ -53,13 +53,17 @@ class StepLosses:
         return None
 
 
-def stop_if_nonfinite(losses: StepLosses, iteration: int, context: DistributedContext, last_checkpoint: str) -> None:
-    """Raises the same SemisegError on every rank when any rank saw a non-finite loss at `iteration`."""
+def stop_if_nonfinite(losses: StepLosses, iteration: int, context: DistributedContext, last_checkpoint: str,
+                      update: str | None = None) -> None:
+    """Raises the same SemisegError on every rank when any rank saw a non-finite loss at `iteration`
+    (`update`: the name of the method's update it belongs to, when it has several)."""
     flag = all_reduce_sum(losses.nonfinite_flag(), context)
     if float(flag) == 0:
         return
     found = gather_objects(losses.describe_nonfinite(), context)  # only on this failure path
     rank, what = next((r, text) for r, text in enumerate(found) if text)
+    if update:
+        what += f" in update '{update}'"
     if context.enabled:
         what += f" on rank {rank}"
     raise SemisegError(f"{what} at iteration {iteration}: stopped before the optimiser step; {last_checkpoint}. "

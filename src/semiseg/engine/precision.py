@@ -1,13 +1,15 @@
-"""Mixed precision (`train.amp`): autocast inside the networks' forwards, fp32 everywhere else.
+"""Mixed precision (`train.amp`): autocast around every network's forward, fp32 everywhere else.
 
-`attach` puts hooks on every module of the method: the outermost module call enters
-autocast and casts its floating outputs back to fp32 on the way out. So the networks
-(students, teachers, heads, also a submodule a method calls directly) run in
-bf16/fp16, while everything a method computes from their outputs (losses, softmax,
-entropy, percentiles, SVD, queue similarities) runs in fp32 outside autocast, as
-methods.md §0.12 asks, without any method doing anything. fp16 needs a GradScaler
-(its gradients underflow); bf16 does not. The hooks survive `copy.deepcopy`
-(EMA teachers made later).
+`attach` enters `torch.autocast` when one of the method's networks (its child modules: students,
+teachers, second branches, discriminators; the members of a child ModuleList/ModuleDict) is
+called and leaves it on the way out, casting the floating outputs back to fp32. The networks run in
+bf16/fp16, while everything a method computes from their outputs (losses, softmax, entropy,
+percentiles, queue similarities) runs in fp32 with no effort from the method. Why a forward
+pre-/post-hook pair and not one `with torch.autocast()` in the engine: the engine calls
+`training_step` once, and a context around it would also cast the method's own matmuls (e.g. a
+contrastive loss) to half precision; the hooks put the context exactly around the network calls,
+wherever in the step they happen. fp16 needs a GradScaler (its gradients underflow); bf16 does not.
+The hooks survive `copy.deepcopy` (a teacher copied from a student later keeps them).
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ class Precision:
         if self.dtype is None:
             return
         enter = functools.partial(_enter_autocast, self.device_type, self.dtype)
-        for module in method.modules():
-            if module is not method:
-                module.register_forward_pre_hook(enter)
-                module.register_forward_hook(_leave_autocast, always_call=True)
+        for network in networks_of(method):
+            network.register_forward_pre_hook(enter)
+            network.register_forward_hook(_leave_autocast, always_call=True)
+
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -95,6 +97,10 @@ class Precision:
             optimizer.step()
         else:
             self.scaler.step(optimizer)
+
+    def end_step(self) -> None:
+        """After every optimiser of the step: the fp16 scaler adapts its scale once per step."""
+        if self.scaler is not None:
             self.scaler.update()
 
     def state_dict(self) -> dict | None:
@@ -103,3 +109,12 @@ class Precision:
     def load_state_dict(self, state: dict | None) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def networks_of(method: torch.nn.Module):
+    """The method's child modules, with the members of a child ModuleList / ModuleDict in its place."""
+    for child in method.children():
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            yield from child.children()
+        else:
+            yield child

@@ -14,23 +14,32 @@ from tqdm import tqdm
 
 from ..config import to_yaml
 from ..errors import SemisegError
+from ..methods.interface import StepContext, check_updates
 from .batch_plan import plan_from_config
-from .build import build_method, build_preset, build_train_batches, crop_size
+from .build import build_method, build_preset, build_train_batches, crop_size, iters_per_epoch
 from .checkpoint import (check_compatible, check_resume_fingerprint, load_checkpoint, load_method_state,
                          save_atomic)
-from .data_parallel import StepRunner
+from .data_parallel import UpdateRunner
 from .distributed import gather_objects, init_distributed, mean_over_ranks, shutdown_distributed
 from .environment import seed_everything, set_deterministic
 from .evaluator import evaluate
 from .guardrails import StepLosses, stop_if_nonfinite
 from .logger import RunLogger
 from .metrics import format_iou_table
-from .optim import build_optimizer
 from .precision import Precision
 from .rng_state import capture_rng_state, restore_rng_state
 from .run_info import write_run_info
-from .schedule import set_lr
+from .schedule import remember_base_lr, set_lr
 from .sync_batchnorm import convert_to_sync_batchnorm
+
+
+def _flatten(tree: dict, prefix: str = ""):
+    """(dotted key, leaf value) pairs of a nested dict."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _to_device(batch, device, memory_format=torch.contiguous_format):
@@ -67,7 +76,11 @@ class Trainer:
         if self.dist.enabled:
             convert_to_sync_batchnorm(self.method, self.device)
         self.precision.attach(self.method)
-        self.optimizer = build_optimizer(self.method, cfg.train)
+        self.updates = self.method.updates(cfg.train)
+        check_updates(self.method, self.updates)
+        for update in self.updates:
+            remember_base_lr(update.optimizer)
+        self.iters_per_epoch = iters_per_epoch(cfg, self.splits, self.method.views())
         self.step, self.best = 0, {"miou": -1.0, "step": -1}
         self.last_saved = None
         self.progress = progress and self.dist.is_main
@@ -75,7 +88,8 @@ class Trainer:
             seed_everything(cfg.seed, self.dist.rank)
         if resume:
             self._resume(resume)
-        self.runner = StepRunner(self.method, self.dist, cfg.train.ddp_find_unused_parameters)
+        self.runners = [UpdateRunner(update, self.dist, cfg.train.ddp_find_unused_parameters)
+                        for update in self.updates]
         if self.dist.is_main:
             (self.output_dir / "config.yaml").write_text(to_yaml(cfg))
             write_run_info(self.output_dir, cfg.seed, world_size=self.dist.world_size,
@@ -86,11 +100,12 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
-        """What must not change between a checkpoint and the config resuming it (shapes, data stream)."""
-        m, t = self.cfg.model, self.cfg.train
-        return {"method.name": self.cfg.method.name, "model.name": m.name, "model.encoder": m.encoder, "model.output_stride": m.output_stride,
-                "model.aspp_channels": m.aspp_channels, "model.decoder_channels": m.decoder_channels,
-                "model.low_level_channels": m.low_level_channels, "data.dataset": self.cfg.data.dataset,
+        """What must not change between a checkpoint and the config resuming it (shapes, data stream):
+        every `model.*` key but the weights source, and what fixes the data stream."""
+        t = self.cfg.train
+        model = {f"model.{key}": value for key, value in _flatten(OmegaConf.to_container(self.cfg.model, resolve=True))
+                 if key != "pretrained"}
+        return {"method.name": self.cfg.method.name, **model, "data.dataset": self.cfg.data.dataset,
                 "num_classes": self.num_classes, "data.crop_size": crop_size(self.cfg, self.preset),
                 "labeled images": len(self.splits.labeled),
                 "unlabeled images": len(self.splits.unlabeled) if self.splits.unlabeled is not None else 0,
@@ -100,7 +115,7 @@ class Trainer:
     def _checkpoint(self, rng_per_rank: list) -> dict:
         return {
             "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": {update.name: update.optimizer.state_dict() for update in self.updates},
             "scaler": self.precision.state_dict(),
             "step": self.step,
             "best": dict(self.best),
@@ -130,7 +145,7 @@ class Trainer:
             raise SemisegError(f"{path}: checkpoint was trained with method '{ckpt['meta'].get('method')}', "
                                f"the config says '{self.cfg.method.name}'")
         load_method_state(self.method, ckpt["method"], str(path))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self._load_optimizers(ckpt, path)
         self.precision.load_state_dict(ckpt.get("scaler"))
         self.step, self.best = int(ckpt["step"]), dict(ckpt["best"])
         self.last_saved = (str(path), self.step)
@@ -189,20 +204,54 @@ class Trainer:
             self._save("best.pt")
 
     # -- one optimiser step -------------------------------------------------------------------
-    def _train_step(self, passes: list, progress: float) -> StepLosses:
-        """Forward/backward every pass (gradients accumulate, all-reduced on the last), then step."""
-        losses = StepLosses()
-        self.optimizer.zero_grad(set_to_none=True)
-        for index, batch in enumerate(passes):
-            last = index == len(passes) - 1
-            with contextlib.nullcontext() if last else self.runner.accumulating():
-                loss, logs = self.runner.run(_to_device(batch, self.device, self.memory_format), progress)
-                losses.add(loss, logs)
-                self.precision.backward(loss.float() / len(passes))
-        stop_if_nonfinite(losses, self.step, self.dist, self._last_checkpoint_note())
-        self.precision.step(self.optimizer)
+    def _load_optimizers(self, ckpt: dict, path) -> None:
+        states = ckpt.get("optimizers")
+        if states is None and "optimizer" in ckpt and len(self.updates) == 1:  # written before several updates
+            states = {self.updates[0].name: ckpt["optimizer"]}
+        missing = [u.name for u in self.updates if u.name not in (states or {})]
+        if missing:
+            raise SemisegError(f"{path}: checkpoint holds no optimiser state for update '{missing[0]}' "
+                               f"(it has: {', '.join(states or {}) or 'none'}); was it written by another method?")
+        for update in self.updates:
+            update.optimizer.load_state_dict(states[update.name])
+
+    def _train_step(self, passes: list, ctx: StepContext) -> dict:
+        """For each update in the method's order: forward/backward every pass (gradients accumulate,
+        all-reduced on the last), stop on a non-finite loss, step its optimiser. Returns the logs."""
+        passes = [_to_device(batch, self.device, self.memory_format) for batch in passes]
+        logs = {}
+        for update, runner in zip(self.updates, self.runners):
+            losses = StepLosses()
+            update.optimizer.zero_grad(set_to_none=True)
+            for index, batch in enumerate(passes):
+                last = index == len(passes) - 1
+                with contextlib.nullcontext() if last else runner.accumulating():
+                    loss, terms = runner.run(batch, ctx)
+                    losses.add(loss, terms)
+                    self.precision.backward(loss.float() / len(passes))
+            stop_if_nonfinite(losses, self.step, self.dist, self._last_checkpoint_note(),
+                              update.name if len(self.updates) > 1 else None)
+            self.precision.step(update.optimizer)
+            means = mean_over_ranks(losses.means(), self.dist) if self._logging_step() else {}
+            first = update is self.updates[0]
+            logs.update({(key if first or key != "loss" else f"loss_{update.name}"): value
+                         for key, value in means.items()})
+        self.precision.end_step()
         self.method.after_step()
-        return losses
+        return logs
+
+    def _logging_step(self) -> bool:
+        """Whether the step being taken is logged (its index after the step is a multiple of log_every)."""
+        t = self.cfg.train
+        return (self.step + 1) % max(1, t.log_every) == 0 or self.step + 1 == t.total_iters
+
+    def _set_lrs(self) -> dict:
+        """Every update's learning rates for this step; the logged value of each (its first group)."""
+        t, lrs = self.cfg.train, {}
+        for update in self.updates:
+            lr = set_lr(update.optimizer, self.step, t.total_iters, t.poly_power, update.schedule)
+            lrs["lr" if update is self.updates[0] else f"lr_{update.name}"] = lr
+        return lrs
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self):
@@ -216,14 +265,14 @@ class Trainer:
         result = None
         start_time, start_step = time.time(), self.step
         for passes in batches:
-            lr = set_lr(self.optimizer, self.step, total, t.poly_power)
-            losses = self._train_step(passes, self.step / total)
+            lrs = self._set_lrs()
+            logged = self._logging_step()
+            values = self._train_step(passes, StepContext(self.step, total, self.iters_per_epoch))
             self.step += 1
             bar.update(1)
-            if self.step % max(1, t.log_every) == 0 or self.step == total:
-                values = mean_over_ranks(losses.means(), self.dist)
-                self.logger.log(self.step, {**values, "lr": lr})
-                bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
+            if logged:
+                self.logger.log(self.step, {**values, **lrs})
+                bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lrs['lr']:.2e}")
             at_eval = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
             if at_eval:
                 result = self.evaluate()

@@ -1,6 +1,7 @@
 """One file per method; importing this package fills the METHODS registry."""
 
 from . import cps, fixmatch, mean_teacher, supervised, unimatch, unimatch_v2  # noqa: F401
-from .base import Method, MethodParams
+from .base import CutMixParams, Method, MethodParams
+from .interface import StepContext, Update, Views
 
-__all__ = ["Method", "MethodParams"]
+__all__ = ["CutMixParams", "Method", "MethodParams", "StepContext", "Update", "Views"]

@@ -1,67 +1,84 @@
-"""The method interface (architecture.md): one file per method implements it.
+"""The method interface (docs/method_interface.md): one file per method implements it.
 
-A method owns its networks and exposes:
-- `training_step(batch, progress) -> (loss, logs)`: `batch["labeled"]` holds
-  `image`/`mask`; `batch["unlabeled"]` (when `num_strong_views` is not None)
-  holds `image_w`, `image_s` (k strong views), `box` (one CutMix box per
-  strong view) and `valid`; `progress` = t/T in [0, 1].
-- `after_step()`: EMA updates, queue maintenance (after the optimiser step).
-- `param_groups(lr, lr_multi)`: backbone vs head learning rates.
-- `predict(images) -> logits`: what evaluation uses.
-- `networks()`: every segmentation network it holds (student, teacher, second
-  branch) by attribute name, so that `semiseg eval --network NAME` can score
-  one that `predict` does not use.
-- `state_dict()/load_state_dict()`: nn.Module's, which covers teachers and
-  registered buffers (queues).
-The engine never branches on a method's name: it only reads these.
+A method owns its networks and declares what it needs; the engine never reads its name.
+- `views()`: what the batch holds (`Views`: unlabeled stream, weak pipeline, strong views, CutMix boxes).
+- `training_step(batch, ctx) -> (loss, logs)`: the loss of the default update; `ctx` is the
+  `StepContext` (t, T, iterations per epoch-equivalent).
+- `updates(train_cfg) -> [Update]`: its optimisers in step order. The default is one SGD/AdamW
+  (`train.optimizer`) over `param_groups` of the trainable networks, poly schedule, driven by
+  `training_step`. A method with a discriminator returns a second `Update` after it.
+- `after_step()`: EMA updates, queue maintenance (after every update of the step).
+- `predict(images) -> logits`: what evaluation uses; `networks()`: every segmentation network by
+  attribute name, for `semiseg eval --network NAME`.
+- `state_dict()/load_state_dict()`: nn.Module's: networks, teachers, discriminators and registered
+  buffers (queues, counters) are all in `latest.pt`.
+- `variants`: named sets of `method.*` values worth testing and documenting besides the defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from ..components.cutmix import PARTNER_RULES
 from ..components.losses import ohem_ce, supervised_ce
+from ..components.optimizers import default_optimizer, merge_groups, param_groups_of
 from ..errors import SemisegError
-
+from .interface import StepContext, Update, Views
 
 SUPERVISED_LOSSES = ("ce", "ohem")
 
 
+def check_choice(key: str, value, choices) -> None:
+    """One line naming `method.<key>` when `value` is not one of `choices`."""
+    if value not in choices:
+        raise SemisegError(f"invalid value for 'method.{key}': '{value}'; choose one of {', '.join(map(str, choices))}")
+
+
 @dataclass
 class MethodParams:
-    """Parameters every method accepts (each method extends this).
+    """Parameters every method accepts (each method extends this)."""
 
-    The supervised loss L_x (methods.md §0.7): `ce` (Pascal, COCO, ADE20K) or `ohem` (Cityscapes:
-    threshold 0.7 and K = min_kept_per_image · B per call; UniMatch / V2 100,000, CPS family 50,000).
-    """
+    supervised_loss: str = "ce"  # L_x: ce (Pascal, COCO, ADE20K) | ohem (Cityscapes)
+    ohem_threshold: float = 0.7  # OHEM keeps pixels whose true-class probability is at most this (or the K-th)
+    ohem_min_kept_per_image: int = 100_000  # OHEM's K per image; K = this x local batch (UniMatch / V2: 100,000)
 
-    supervised_loss: str = "ce"
-    ohem_threshold: float = 0.7
-    ohem_min_kept_per_image: int = 100_000
+    def __post_init__(self):
+        check_choice("supervised_loss", self.supervised_loss, SUPERVISED_LOSSES)
+
+
+@dataclass
+class CutMixParams(MethodParams):
+    """Parameters of every method that mixes unlabeled images with a partner."""
+
+    partner: str = "roll"  # CutMix partner: roll = sample (i+1) mod B (our default) | flip = B−1−i (released V2)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("partner", self.partner, PARTNER_RULES)
 
 
 class Method(nn.Module):
     Params: ClassVar[type] = MethodParams
-    # None: the method uses no unlabeled data; k >= 0: unlabeled weak view plus k strong views.
-    num_strong_views: ClassVar[Optional[int]] = None
+    # named sets of method.* overrides that reproduce a published variant or a released behaviour
+    variants: ClassVar[Dict[str, dict]] = {}
+    # extra network outputs the method reads; build_method checks the config switches them on
+    required_heads: ClassVar[tuple] = ()
 
     def __init__(self, model: nn.Module, params: MethodParams):
         super().__init__()
-        if params.supervised_loss not in SUPERVISED_LOSSES:
-            raise SemisegError(f"invalid value for 'method.supervised_loss': '{params.supervised_loss}'; "
-                               f"choose one of {', '.join(SUPERVISED_LOSSES)}")
-        partner = getattr(params, "partner", "roll")
-        if partner not in PARTNER_RULES:
-            raise SemisegError(f"invalid value for 'method.partner': '{partner}'; "
-                               f"choose one of {', '.join(PARTNER_RULES)}")
         self.model = model
         self.params = params
 
+    # -- what the batch holds -------------------------------------------------------------------
+    def views(self) -> Views:
+        """Default: labeled images only, UniMatch's weak pipeline."""
+        return Views()
+
+    # -- losses -----------------------------------------------------------------------------------
     def supervised_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """L_x on labeled logits: CE over non-ignored pixels, or OHEM with K per image times the batch."""
         if self.params.supervised_loss == "ohem":
@@ -69,16 +86,27 @@ class Method(nn.Module):
                            self.params.ohem_min_kept_per_image * logits.shape[0])
         return supervised_ce(logits, target)
 
-    def training_step(self, batch: dict, progress: float) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def training_step(self, batch: dict, ctx: StepContext) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def after_step(self) -> None:
-        """Called after each optimiser step."""
+        """Called once per step, after every update's optimiser step."""
 
+    # -- optimisers -------------------------------------------------------------------------------
     def param_groups(self, lr: float, lr_multi: float) -> list[dict]:
-        """Encoder at lr, everything else (decoder, extra heads) at lr·lr_multi (§0.9)."""
-        return param_groups_of(self.model, lr, lr_multi)
+        """Encoder at lr, everything else (decoder, extra heads) at lr·lr_multi; joined over the trainable networks."""
+        return merge_groups(*(param_groups_of(m, lr, lr_multi) for m in self.trainable_modules()))
 
+    def trainable_modules(self) -> List[nn.Module]:
+        """The networks the default update steps (teachers are excluded)."""
+        return [self.model]
+
+    def updates(self, train_cfg) -> List[Update]:
+        """The optimisers in step order; default: one `train.optimizer` over `param_groups`, poly schedule."""
+        optimizer = default_optimizer(self.param_groups(train_cfg.lr, train_cfg.lr_multi), train_cfg)
+        return [Update("model", optimizer, self.trainable_modules(), self.training_step, "poly")]
+
+    # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -96,17 +124,3 @@ class Method(nn.Module):
             raise SemisegError(f"unknown network '{network}' for method '{type(self).__name__}'; "
                                f"this checkpoint holds: {', '.join(nets)}")
         return nets[network]
-
-    def trainable_modules(self) -> list[nn.Module]:
-        """The networks the optimiser updates (teachers are excluded)."""
-        return [self.model]
-
-
-def param_groups_of(model: nn.Module, lr: float, lr_multi: float) -> list[dict]:
-    backbone = list(model.backbone_parameters())
-    ids = {id(p) for p in backbone}
-    head = [p for p in model.parameters() if id(p) not in ids]
-    return [
-        {"params": [p for p in backbone if p.requires_grad], "lr": lr, "base_lr": lr, "name": "backbone"},
-        {"params": [p for p in head if p.requires_grad], "lr": lr * lr_multi, "base_lr": lr * lr_multi, "name": "head"},
-    ]

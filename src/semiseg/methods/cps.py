@@ -1,4 +1,4 @@
-"""Cross Pseudo Supervision (Chen et al., CVPR 2021), with and without CutMix (methods.md §4).
+"""Cross Pseudo Supervision (Chen et al., CVPR 2021), with and without CutMix (docs/methods/cps.md).
 
 Two networks f_1, f_2 of the same architecture, differing only in their head initialisation
 (both encoders start from the same weights; the heads are re-drawn Kaiming-normal, fan_in).
@@ -10,7 +10,7 @@ Each is supervised by the other's hard pseudo-labels ŷ_k = argmax sg(z_k):
 
   CPS+CutMix (`cutmix: true`, default), unlabeled images only:
       M      = G2 3-box mask;  x_m = x_u·(1 − M) + x_p·M,  partner p = (i+1) mod B
-               (§0.6; `partner: flip` = B−1−i)
+               (`partner: flip` = B−1−i); the masks are drawn by the data pipeline (`ToggledBoxes`)
       ŷ_k    = argmax of sg(f_k(x_u)) mixed with the same M (train-mode BN, as released)
       L_cps  = CE(f_1(x_m), ŷ_2) + CE(f_2(x_m), ŷ_1)                mean over valid pixels (v mixed by M)
       L      = CE(f_1(x_l), y_l) + CE(f_2(x_l), y_l) + λ·L_cps,     λ = 1 (VOC), 5 (Cityscapes)
@@ -28,13 +28,14 @@ from typing import Optional
 
 import torch
 
-from ..components.cutmix import cps_box_mask, mix
+from ..components.cutmix import ToggledBoxes, mix
 from ..components.losses import masked_ce
 from ..components.selection import pseudo_labels
-from ..data.sample import IGNORE_INDEX
+from ..labels import IGNORE_INDEX
 from ..models.init import kaiming_init_head
 from ..registry import METHODS
-from .base import Method, MethodParams, param_groups_of
+from .base import CutMixParams, Method
+from .interface import Views
 
 # λ on Pascal VOC (released `config.py`); Cityscapes configs set 6 (CPS) / 5 (CPS+CutMix).
 CPS_WEIGHT = 1.5
@@ -42,17 +43,16 @@ CPS_CUTMIX_WEIGHT = 1.0
 
 
 @dataclass
-class CPSParams(MethodParams):
-    cutmix: bool = True  # CPS+CutMix (G2 masks); false: plain CPS, also on the labeled images
-    cps_weight: Optional[float] = None  # λ; None: CPS_CUTMIX_WEIGHT or CPS_WEIGHT
+class CPSParams(CutMixParams):
+    cutmix: bool = True  # CPS+CutMix (toggled 3-box masks); false: plain CPS, also on the labeled images
+    cps_weight: Optional[float] = None  # λ; None: 1.0 with CutMix, 1.5 without (Pascal VOC)
     ohem_min_kept_per_image: int = 50_000  # CPS family (Cityscapes, supervised_loss: ohem)
-    partner: str = "roll"  # CutMix partner: roll = (i+1) mod B (§0.6 DECISION) | flip = released V2
 
 
 @METHODS.register("cps")
 class CPS(Method):
     Params = CPSParams
-    num_strong_views = 0  # the weak view only; the G2 masks are drawn here
+    variants = {"no_cutmix": {"cutmix": False}, "flip_partner": {"partner": "flip"}}
 
     def __init__(self, model, params: CPSParams):
         super().__init__(model, params)
@@ -60,20 +60,23 @@ class CPS(Method):
         kaiming_init_head(self.model)
         kaiming_init_head(self.model2)
 
+    def views(self) -> Views:
+        return Views(unlabeled=True, weak_pipeline="cps", box=ToggledBoxes() if self.params.cutmix else None)
+
     @property
     def cps_weight(self) -> float:
         if self.params.cps_weight is not None:
             return self.params.cps_weight
         return CPS_CUTMIX_WEIGHT if self.params.cutmix else CPS_WEIGHT
 
-    def training_step(self, batch, progress):
+    def training_step(self, batch, ctx):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x_l, y_l = labeled["image"], labeled["mask"]
         x_u, valid_u = unlabeled["image_w"], unlabeled["valid"]
         z1_l, z2_l = self.model(x_l), self.model2(x_l)
         loss_x = self.supervised_loss(z1_l, y_l) + self.supervised_loss(z2_l, y_l)
         if self.params.cutmix:
-            z1, z2, target1, target2, valid = self._cutmix_pairs(x_u, valid_u)
+            z1, z2, target1, target2, valid = self._cutmix_pairs(x_u, valid_u, unlabeled["box"][:, 0])
         else:
             z1, z2, target1, target2, valid = self._plain_pairs(z1_l, z2_l, y_l, x_u, valid_u)
         ones = torch.ones_like(valid, dtype=torch.float)
@@ -82,26 +85,20 @@ class CPS(Method):
         return loss, {"loss_x": loss_x.detach(), "loss_cps": loss_cps.detach()}
 
     def _plain_pairs(self, z1_l, z2_l, y_l, x_u, valid_u):
-        """Students = pseudo-label sources: both branches on x_l and, separately, on x_u (§4.2)."""
+        """Students = pseudo-label sources: both branches on x_l and, separately, on x_u."""
         z1 = torch.cat([z1_l, self.model(x_u)])
         z2 = torch.cat([z2_l, self.model2(x_u)])
         valid = torch.cat([y_l != IGNORE_INDEX, valid_u.bool()])
         return z1, z2, pseudo_labels(z1)[0], pseudo_labels(z2)[0], valid
 
-    def _cutmix_pairs(self, x_u, valid_u):
-        """Pseudo-labels of x_u mixed by G2 masks, students on the mixed images (§4.3)."""
-        b, _, h, w = x_u.shape
-        boxes = torch.stack([cps_box_mask(h, w) for _ in range(b)]).to(x_u.device)
+    def _cutmix_pairs(self, x_u, valid_u, boxes):
+        """Pseudo-labels of x_u mixed by the toggled-box masks, students on the mixed images."""
         rule = self.params.partner
         with torch.no_grad():  # train-mode BN, as released
             target1 = mix(pseudo_labels(self.model(x_u))[0], boxes, rule=rule)
             target2 = mix(pseudo_labels(self.model2(x_u))[0], boxes, rule=rule)
         x_m = mix(x_u, boxes, rule=rule)
         return self.model(x_m), self.model2(x_m), target1, target2, mix(valid_u.bool(), boxes, rule=rule)
-
-    def param_groups(self, lr, lr_multi):
-        groups = [param_groups_of(m, lr, lr_multi) for m in (self.model, self.model2)]
-        return [{**a, "params": a["params"] + b["params"]} for a, b in zip(*groups)]
 
     def trainable_modules(self):
         return [self.model, self.model2]

@@ -1,4 +1,5 @@
-"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017) as the segmentation baseline of CPS (methods.md §2).
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017) as the segmentation baseline of CPS
+(docs/methods/mean_teacher.md).
 
     θ'  ← copy of θ at t = 0;  after every optimiser step  θ' ← 0.99·θ' + 0.01·θ   (parameters only)
     L   = CE(f_θ(x_l), y_l) + λ_mt·r(t)·L_mse
@@ -19,13 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..components.ema import ema_update, make_teacher
+from ..components.ema import EMATeacher
 from ..components.losses import masked_softmax_mse
 from ..components.ramps import sigmoid_rampup
-from ..data.sample import IGNORE_INDEX
-from ..errors import SemisegError
+from ..labels import IGNORE_INDEX
 from ..registry import METHODS
-from .base import Method, MethodParams
+from .base import Method, MethodParams, check_choice
+from .interface import Views
 
 CONSISTENCY_WEIGHT = 100.0  # λ_mt: `unsup_weight = 100` of the released MeanTeacher config
 EMA_DECAY = 0.99  # constant, parameters only
@@ -35,26 +36,32 @@ CONSISTENCY_ON = ("unlabeled", "all")
 
 @dataclass
 class MeanTeacherParams(MethodParams):
-    consistency_weight: float = CONSISTENCY_WEIGHT
-    ema_decay: float = EMA_DECAY
-    rampup_fraction: float = RAMPUP_FRACTION
+    consistency_weight: float = CONSISTENCY_WEIGHT  # λ_mt, the weight of the consistency term
+    ema_decay: float = EMA_DECAY  # α: the teacher's constant EMA decay (parameters only)
+    rampup_fraction: float = RAMPUP_FRACTION  # t_r / T of the sigmoid ramp-up of λ_mt (0: none, as released)
     consistency_on: str = "unlabeled"  # unlabeled | all (released: labeled + unlabeled)
     ohem_min_kept_per_image: int = 50_000  # CPS family (Cityscapes, supervised_loss: ohem)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("consistency_on", self.consistency_on, CONSISTENCY_ON)
 
 
 @METHODS.register("mean_teacher")
 class MeanTeacher(Method):
     Params = MeanTeacherParams
-    num_strong_views = 0  # the weak view only
+    variants = {"released": {"consistency_on": "all", "rampup_fraction": 0.0}}
 
     def __init__(self, model, params: MeanTeacherParams):
         super().__init__(model, params)
-        if params.consistency_on not in CONSISTENCY_ON:
-            raise SemisegError(f"invalid value for 'method.consistency_on': '{params.consistency_on}'; "
-                               f"choose one of {', '.join(CONSISTENCY_ON)}")
-        self.teacher = make_teacher(model)
+        # train-mode teacher (BN on batch statistics, its own running statistics), as released
+        self.teacher = EMATeacher(model, params.ema_decay, warmup=False, include_buffers=False,
+                                  batch_statistics=True)
 
-    def training_step(self, batch, progress):
+    def views(self) -> Views:
+        return Views(unlabeled=True, weak_pipeline="cps")  # the weak view only
+
+    def training_step(self, batch, ctx):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x_l, y_l = labeled["image"], labeled["mask"]
         x_u, valid_u = unlabeled["image_w"], unlabeled["valid"]
@@ -72,9 +79,9 @@ class MeanTeacher(Method):
                 teacher_logits = self.teacher(x_u)
             student_logits, valid = z_u, valid_u
         loss_mt = masked_softmax_mse(student_logits, teacher_logits, valid)
-        ramp = sigmoid_rampup(progress, self.params.rampup_fraction)
+        ramp = sigmoid_rampup(ctx.progress, self.params.rampup_fraction)
         loss = loss_x + self.params.consistency_weight * ramp * loss_mt
         return loss, {"loss_x": loss_x.detach(), "loss_mt": loss_mt.detach(), "rampup": torch.tensor(ramp)}
 
     def after_step(self):
-        ema_update(self.teacher, self.model, self.params.ema_decay, include_buffers=False)
+        self.teacher.update(self.model)

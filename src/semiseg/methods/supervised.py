@@ -1,4 +1,4 @@
-"""Supervised-only baseline (methods.md §1): CE on the labeled crops, nothing else.
+"""Supervised-only baseline (docs/methods/supervised.md): CE on the labeled crops, nothing else.
 
 L_x is CE, or OHEM on Cityscapes (`supervised_loss: ohem`). It gets the same iteration budget T
 and labeled batch as the semi-supervised run it is compared with (the protocol fix for P15).
@@ -12,7 +12,7 @@ from .base import Method
 
 @METHODS.register("supervised")
 class Supervised(Method):
-    def training_step(self, batch, progress):
+    def training_step(self, batch, ctx):
         labeled = batch["labeled"]
         loss = self.supervised_loss(self.model(labeled["image"]), labeled["mask"])
         return loss, {"loss_x": loss.detach()}

@@ -1,5 +1,7 @@
-"""Segmentation networks: DeepLabV3+ on timm encoders, and weight loading."""
+"""Segmentation networks (registered in MODELS by name), their extra heads, and weight loading."""
 
-from .deeplabv3plus import DeepLabV3Plus, build_model
+from . import deeplabv3plus, dpt  # noqa: F401  (fill the MODELS registry)
+from .build import build_model
+from .deeplabv3plus import DeepLabV3Plus
 
 __all__ = ["DeepLabV3Plus", "build_model"]

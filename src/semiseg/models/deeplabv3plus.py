@@ -1,16 +1,17 @@
-"""DeepLabV3+ (Chen et al., ECCV 2018) on any timm encoder: the DLv3+-U variant of methods.md §0.10."""
+"""DeepLabV3+ (Chen et al., ECCV 2018) on any timm encoder, with optional extra heads (models/heads.py)."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SemisegError
+from ..registry import MODELS
 from .encoder import Encoder
-from .weights import load_pretrained
+from .heads import AuxiliaryHead, RepresentationHead, VarianceHead
+from .outputs import FeaturePerturbation, pick
 
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
 
@@ -61,60 +62,76 @@ class DeepLabV3PlusHead(nn.Module):
             conv_bn_relu(decoder_channels, decoder_channels, 3),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        self.concat_channels = aspp_channels + low_level_channels
 
-    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    def decode(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pre-fusion concatenation, fused features = the classifier's input), both at stride 4."""
         high = self.aspp(high)
         high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=True)
-        return self.classifier(self.fuse(torch.cat([self.reduce(low), high], dim=1)))
+        concat = torch.cat([self.reduce(low), high], dim=1)
+        return concat, self.fuse(concat)
 
-
-FeaturePerturbation = Callable[[List[torch.Tensor]], List[torch.Tensor]]
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.decode(low, high)[1])
 
 
 class DeepLabV3Plus(nn.Module):
-    """`forward(x)` returns logits at the input resolution (bilinear, align_corners=True, §0.1).
+    """`forward(x)` returns logits at the input resolution (bilinear, align_corners=True).
 
     `forward(x, perturb=f)` runs the decoder on f([low, high]) instead of the encoder features
-    (the feature-perturbation hook: UniMatch's FP stream, V2's channel dropout); f may change the
-    batch size, e.g. append a perturbed copy, and the logits follow it.
+    (UniMatch's FP stream, V2's channel dropout); `forward(x, outputs=names)` returns a dict of the
+    named outputs (models/outputs.py). Extra heads: `representation` channels (0 = none),
+    `variance`, `auxiliary` (models/heads.py).
     """
 
     def __init__(self, encoder: str, num_classes: int, output_stride: int = 16, aspp_channels: int = 256,
-                 decoder_channels: int = 256, low_level_channels: int = 48):
+                 decoder_channels: int = 256, low_level_channels: int = 48, representation: int = 0,
+                 variance: bool = False, auxiliary: bool = False):
         super().__init__()
         self.encoder = Encoder(encoder, output_stride)
         self.decoder = DeepLabV3PlusHead(self.encoder.low_channels, self.encoder.high_channels, num_classes,
                                          output_stride, aspp_channels, decoder_channels, low_level_channels)
+        heads = {}
+        if representation:
+            heads["representation"] = RepresentationHead(self.decoder.concat_channels, representation)
+        if variance:
+            heads["variance"] = VarianceHead(decoder_channels)
+        if auxiliary:
+            heads["auxiliary"] = AuxiliaryHead(self.encoder.penultimate_channels, num_classes)
+        self.heads = nn.ModuleDict(heads)
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor, perturb: Optional[FeaturePerturbation] = None) -> torch.Tensor:
-        low, high = self.encoder(x)
+    def forward(self, x: torch.Tensor, perturb: Optional[FeaturePerturbation] = None,
+                outputs: Optional[Sequence[str]] = None):
+        size = x.shape[-2:]
+        feats = self.encoder(x)
+        levels = [feats[self.encoder.low_index], feats[-1]]
         if perturb is not None:
-            low, high = perturb([low, high])
-        logits = self.decoder(low, high)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+            levels = perturb(levels)
+        concat, fused = self.decoder.decode(*levels)
+        compute = {
+            "logits": lambda: F.interpolate(self.decoder.classifier(fused), size=size, mode="bilinear",
+                                            align_corners=True),
+            "features": lambda: fused,
+        }
+        if "representation" in self.heads:
+            compute["representation"] = lambda: self.heads["representation"](concat)
+        if "variance" in self.heads:
+            compute["variance"] = lambda: self.heads["variance"](fused, size)
+        if "auxiliary" in self.heads:  # on the unperturbed encoder map
+            compute["auxiliary"] = lambda: self.heads["auxiliary"](feats[-2], size)
+        return pick(outputs, compute, "deeplabv3plus")
 
     def backbone_parameters(self):
         return self.encoder.parameters()
 
     def head_parameters(self):
-        return self.decoder.parameters()
+        return (p for name, p in self.named_parameters() if not name.startswith("encoder."))
 
 
-def build_model(model_cfg, num_classes: int) -> nn.Module:
-    """The network a config describes (`model.name`: deeplabv3plus | dpt), with its pretrained encoder weights."""
-    name = getattr(model_cfg, "name", "deeplabv3plus")
-    if name == "dpt":
-        from .dpt import DPTSegmenter
-
-        model = DPTSegmenter(model_cfg.encoder, num_classes)
-    elif name == "deeplabv3plus":
-        model = DeepLabV3Plus(model_cfg.encoder, num_classes, model_cfg.output_stride, model_cfg.aspp_channels,
-                              model_cfg.decoder_channels, model_cfg.low_level_channels)
-    else:
-        raise SemisegError(f"unknown model.name '{name}'; choose deeplabv3plus or dpt")
-    if model_cfg.pretrained not in (None, "", "none"):
-        load_pretrained(model.encoder, model_cfg.pretrained)
-    if getattr(model_cfg, "lock_backbone", False):  # V2's option: a frozen encoder, left out of the optimiser
-        model.encoder.requires_grad_(False)
-    return model
+@MODELS.register("deeplabv3plus")
+def build_deeplabv3plus(model_cfg, num_classes: int) -> DeepLabV3Plus:
+    heads = model_cfg.heads
+    return DeepLabV3Plus(model_cfg.encoder, num_classes, model_cfg.output_stride, model_cfg.aspp_channels,
+                         model_cfg.decoder_channels, model_cfg.low_level_channels,
+                         representation=heads.representation, variance=heads.variance, auxiliary=heads.auxiliary)

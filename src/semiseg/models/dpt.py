@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SemisegError
-from .deeplabv3plus import FeaturePerturbation
+from ..registry import MODELS
 from .encoder import check_encoder_name
+from .outputs import FeaturePerturbation, pick
 
 PATCH = 14
 # Intermediate block indices by depth (V2's `dinov2.py`): S and B 12 blocks, L 24, G 40.
@@ -120,19 +121,23 @@ class DPTHead(nn.Module):
         self.output = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True),
                                     nn.Conv2d(features, num_classes, 1))
 
-    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
+    def decode(self, feats: List[torch.Tensor]) -> torch.Tensor:
+        """The fused path at stride 7 (the output convolutions' input)."""
         levels = [to_f(resize(project(f))) for f, project, resize, to_f
                   in zip(feats, self.projects, self.resize, self.to_features)]
         path = self.fuse[3](levels[3], size=levels[2].shape[-2:])
         path = self.fuse[2](path, levels[2], size=levels[1].shape[-2:])
         path = self.fuse[1](path, levels[1], size=levels[0].shape[-2:])
-        path = self.fuse[0](path, levels[0])
-        return self.output(path)
+        return self.fuse[0](path, levels[0])
+
+    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
+        return self.output(self.decode(feats))
 
 
 class DPTSegmenter(nn.Module):
     """ViT encoder + DPT head. `forward(x, perturb=f)` applies f to the four encoder features first
-    (V2's complementary channel dropout), as `DeepLabV3Plus.forward` does to its two."""
+    (V2's complementary channel dropout), as `DeepLabV3Plus.forward` does to its two; `outputs` may
+    ask for `logits` and `features` (the fused path), models/outputs.py."""
 
     def __init__(self, encoder: str, num_classes: int, layers: Optional[Sequence[int]] = None,
                  features: Optional[int] = None, out_channels: Optional[Sequence[int]] = None, **timm_kwargs):
@@ -143,7 +148,8 @@ class DPTSegmenter(nn.Module):
                                out_channels or default_channels)
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor, perturb: Optional[FeaturePerturbation] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, perturb: Optional[FeaturePerturbation] = None,
+                outputs: Optional[Sequence[str]] = None):
         h, w = x.shape[-2:]
         if h % PATCH or w % PATCH:
             raise SemisegError(f"the DPT/ViT-14 model needs sides that are multiples of {PATCH}, got {h}x{w}; "
@@ -151,11 +157,25 @@ class DPTSegmenter(nn.Module):
         feats = self.encoder(x)
         if perturb is not None:
             feats = perturb(feats)
-        logits = self.decoder(feats)
-        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=True)
+        path = self.decoder.decode(feats)
+        compute = {
+            "logits": lambda: F.interpolate(self.decoder.output(path), size=(h, w), mode="bilinear",
+                                            align_corners=True),
+            "features": lambda: path,
+        }
+        return pick(outputs, compute, "dpt")
 
     def backbone_parameters(self):
         return self.encoder.parameters()
 
     def head_parameters(self):
         return self.decoder.parameters()
+
+
+@MODELS.register("dpt")
+def build_dpt(model_cfg, num_classes: int) -> DPTSegmenter:
+    heads = model_cfg.heads
+    extra = [name for name in ("representation", "variance", "auxiliary") if getattr(heads, name)]
+    if extra:
+        raise SemisegError(f"model.heads.{extra[0]} is not available with model.name=dpt (DeepLabV3+ only)")
+    return DPTSegmenter(model_cfg.encoder, num_classes)

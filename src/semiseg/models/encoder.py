@@ -29,7 +29,8 @@ def check_encoder_name(name: str) -> None:
 
 
 class Encoder(nn.Module):
-    """Returns (low_level, high_level) features; stride 4 and `output_stride`."""
+    """Returns every feature map of the timm `features_only` body; `low_index` is the stride-4 one, the
+    last is at `output_stride`, the second-to-last feeds an auxiliary head."""
 
     def __init__(self, name: str, output_stride: int = 16):
         super().__init__()
@@ -49,8 +50,8 @@ class Encoder(nn.Module):
         self.low_index = reductions.index(4)
         self.low_channels = channels[self.low_index]
         self.high_channels = channels[-1]
+        self.penultimate_channels = channels[-2]
         self.name = name
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.body(x)
-        return features[self.low_index], features[-1]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(x)

@@ -15,6 +15,7 @@ import timm
 import torch
 
 from ..errors import SemisegError
+from ..files import safe_torch_load
 
 PREFIXES = ("module.", "model.", "backbone.", "encoder.")
 
@@ -102,7 +103,5 @@ def load_pretrained(encoder, spec: str) -> None:
                                f"({type(exc).__name__}); give a local weights file instead") from None
         load_encoder_state(encoder.body, state, f"timm weights {full_name}")
         return
-    from ..engine.checkpoint import safe_torch_load
-
     obj = safe_torch_load(spec, "model.pretrained weights file", " (use a file path, `imagenet` or none)")
     load_encoder_state(encoder.body, _unwrap(obj, spec), spec)
