@@ -7,7 +7,10 @@ fixed order.
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -31,10 +34,41 @@ def subprocess_env() -> dict:
     return env
 
 
-def train_command(*args, nproc: int = 1) -> list[str]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    entry = launcher + ["-m", "semiseg.cli"] if nproc > 1 else [sys.executable, "-m", "semiseg.cli"]
+def train_command(*args, nproc: int = 1, script: str | None = None) -> list[str]:
+    """`semiseg train TINY_RUN args` (or `python script train ...`), under torchrun when nproc > 1."""
+    module = [script] if script else ["-m", "semiseg.cli"]
+    if nproc > 1:
+        entry = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *module]
+    else:
+        entry = [sys.executable, *module]
     return entry + ["train", *TINY_RUN, *map(str, args)]
+
+
+def checkpoint_step(path: Path, seen: dict) -> int:
+    """The step of `path` (latest.pt, replaced atomically), read again only when the file changed; -1 if absent."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return -1
+    if seen.get("stamp") != stamp:
+        seen.update(stamp=stamp, step=int(torch.load(path, map_location="cpu", weights_only=True)["step"]))
+    return seen["step"]
+
+
+def kill_at_checkpoint(command: list[str], output_dir: Path, step: int, timeout: float = 180.0) -> str:
+    """Start (or resume) a run; SIGKILL it once its latest.pt holds iteration `step` or later; returns stdout."""
+    latest, seen = Path(output_dir) / "latest.pt", {}
+    proc = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if checkpoint_step(latest, seen) >= step:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (rc {proc.returncode}): {err[-2000:]}"
+    return out
 
 
 def train_losses(output_dir: Path) -> dict[int, float]:

@@ -1,12 +1,10 @@
 """SIGKILL a training run twice, continue with `--resume auto`: the final weights equal an uninterrupted run's."""
 
-import signal
 import subprocess
-import time
 
 import torch
 
-from engine_runs import REPO, final_state, subprocess_env, train_command
+from engine_runs import REPO, final_state, kill_at_checkpoint, subprocess_env, train_command
 
 TOTAL = 10
 # deterministic algorithms, an evaluation (best.pt, best metric) every 4 steps and a checkpoint every 3, so
@@ -15,31 +13,8 @@ ARGS = ["deterministic=true", "train.total_batch_size=4", f"train.total_iters={T
         "train.eval_every=4", "--resume", "auto"]
 
 
-def _checkpoint_step(path, seen: dict) -> int:
-    """The step of `path` (latest.pt, replaced atomically), read again only when the file changed; -1 if absent."""
-    try:
-        stamp = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return -1
-    if seen.get("stamp") != stamp:
-        seen.update(stamp=stamp, step=int(torch.load(path, map_location="cpu", weights_only=True)["step"]))
-    return seen["step"]
-
-
-def _kill_after(output_dir, step: int, timeout: float = 180.0) -> str:
-    """Start (or resume) the run; SIGKILL it once its latest.pt holds iteration `step` or later; returns stdout."""
-    latest, seen = output_dir / "latest.pt", {}
-    proc = subprocess.Popen(train_command(*ARGS, f"output_dir={output_dir}"), cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if _checkpoint_step(latest, seen) >= step:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (rc {proc.returncode}): {err[-2000:]}"
-    return out
+def _kill_after(output_dir, step: int) -> str:
+    return kill_at_checkpoint(train_command(*ARGS, f"output_dir={output_dir}"), output_dir, step)
 
 
 def test_killed_twice_then_resumed_equals_uninterrupted(tmp_path):
