@@ -196,3 +196,24 @@ def test_checkpoint_intact_after_a_failure(tmp_path, capsys):
     assert_one_line_error(code, err, ".png")
     assert (out / "latest.pt").read_bytes() == before
     assert torch.load(out / "latest.pt", weights_only=True)["step"] == 2
+
+
+def test_timm_weights_unavailable_is_one_line(tmp_path, capsys, monkeypatch):
+    import timm
+
+    import semiseg.models.weights as weights
+
+    real = timm.create_model
+    calls = []
+
+    def create_model(name, pretrained=False, **kwargs):
+        calls.append((name, pretrained))
+        if pretrained:
+            raise OSError("offline")
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(weights.timm, "create_model", create_model)
+    code, _, err = run(capsys, "train", "configs/synthetic/supervised.yaml", f"output_dir={tmp_path}",
+                       "train.total_iters=1", "--no-progress", *TINY_MODEL, "model.pretrained=timm")
+    assert_one_line_error(code, err, "model.pretrained=timm", "resnet18", "OSError: offline", "local file")
+    assert ("resnet18", True) in calls  # the CLI no longer refuses the hub up front

@@ -86,3 +86,71 @@ def test_repository_configs_load():
             continue
         cfg = load_config(path)
         assert cfg.train.total_iters > 0, path
+
+
+def test_yaml_off_on_no_stay_strings(tmp_path):
+    # YAML 1.1 reads off/on/no/yes as booleans; the config reader keeps them strings (YAML 1.2 core)
+    cfg = load_config(None, ["train.total_iters=5", "train.amp=off"])
+    assert cfg.train.amp == "off"
+    cfg_file = write(tmp_path / "exp.yaml", "train:\n  total_iters: 5\n  amp: off\n")
+    assert load_config(cfg_file).train.amp == "off"
+    cfg = load_config(None, ["train.total_iters=5", "data.weak_pipeline=no", "model.encoder=yes",
+                             "data.dataset=n"])
+    assert (cfg.data.weak_pipeline, cfg.model.encoder, cfg.data.dataset) == ("no", "yes", "n")
+    cfg = load_config(None, ["train.total_iters=5", "eval.mode=on"])  # left to eval.mode's own check
+    assert cfg.eval.mode == "on"
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("false", False), ("True", True), ("FALSE", False)])
+def test_yaml_true_false_are_booleans(tmp_path, text, value):
+    cfg = load_config(None, ["train.total_iters=5", f"deterministic={text}", f"train.channels_last={text}"])
+    assert cfg.deterministic is value and cfg.train.channels_last is value
+    cfg_file = write(tmp_path / "exp.yaml",
+                     f"deterministic: {text}\ntrain:\n  total_iters: 5\n  wd_norm_bias: {text}\n")
+    cfg = load_config(cfg_file)
+    assert cfg.deterministic is value and cfg.train.wd_norm_bias is value
+
+
+def test_yaml_bool_field_still_reads_yes_off():
+    # the string reaches the boolean field, which converts it itself (OmegaConf's BooleanNode)
+    cfg = load_config(None, ["train.total_iters=5", "train.channels_last=yes", "deterministic=off"])
+    assert cfg.train.channels_last is True and cfg.deterministic is False
+    with pytest.raises(SemisegError, match=r"invalid value for 'train.channels_last'"):
+        load_config(None, ["train.total_iters=5", "train.channels_last=maybe"])
+
+
+def test_override_numbers_keep_their_types(tmp_path):
+    cfg = load_config(None, ["train.total_iters=5", "seed=3", "train.lr=1e-3", "train.weight_decay=5.0e-6",
+                             "train.momentum=.5", "data.labeled_fraction=1E-1"])
+    assert cfg.seed == 3 and isinstance(cfg.seed, int)
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-6 and cfg.train.momentum == 0.5
+    assert cfg.data.labeled_fraction == 0.1
+    from semiseg.yaml_loader import load
+
+    assert type(load("1e-3")) is float and type(load("-2E+4")) is float and type(load("3")) is int
+    cfg_file = write(tmp_path / "exp.yaml", "train:\n  total_iters: 5\n  lr: 1e-3\n  weight_decay: 5.0e-6\n")
+    cfg = load_config(cfg_file)
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-6
+
+
+def test_overrides_nest_merge_and_reject_bad_yaml():
+    cfg = load_config(None, ["train.total_iters=5", "method.name=fixmatch", "method.threshold=0.7",
+                             "model.pretrained=null", "output_dir=2024-01-01", "train.total_iters=7"])
+    assert cfg.method.threshold == 0.7 and cfg.model.pretrained is None and cfg.train.total_iters == 7
+    assert cfg.output_dir == "2024-01-01"
+    with pytest.raises(SemisegError, match=r"command line: cannot parse overrides: 'data.scale_range=\[1, 2'"):
+        load_config(None, ["train.total_iters=5", "data.scale_range=[1, 2"])
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("method:\n  name: fixmatch\ntrain:\n  total_iters: 5\nmethod:\n  name: supervised\n", "method", 5),
+    ("train:\n  total_iters: 5\n  lr: 0.1\n  amp: bf16\n  lr: 0.2\n", "train.lr", 5),
+])
+def test_duplicate_keys_are_refused(tmp_path, text, key, line):
+    cfg_file = write(tmp_path / "dup.yaml", text)
+    with pytest.raises(SemisegError) as info:
+        load_config(cfg_file)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{cfg_file} line {line}: key '{key}' appears twice"), message
+    assert "keep one" in message

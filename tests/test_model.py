@@ -68,3 +68,48 @@ def test_local_weights_file_round_trip_and_strictness(tmp_path):
 def test_unknown_encoder_lists_close_names():
     with pytest.raises(SemisegError, match="unknown encoder 'resnet19'.*did you mean"):
         tiny("resnet19")
+
+
+def fake_create_model(monkeypatch, calls, fail):
+    """timm.create_model as the weights module sees it: records calls; `pretrained=True` fails or builds offline."""
+    import semiseg.models.weights as weights
+
+    real = timm.create_model
+
+    def create_model(name, pretrained=False, **kwargs):
+        calls.append((name, pretrained))
+        if pretrained and fail:
+            raise OSError("offline\nsecond line of the hub's message")
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(weights.timm, "create_model", create_model)
+
+
+def test_timm_weights_reach_the_download_even_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a cached copy must still load: no refusal up front
+    encoder = tiny("resnet18").encoder
+    calls = []
+    fake_create_model(monkeypatch, calls, fail=True)
+    with pytest.raises(SemisegError) as info:
+        load_pretrained(encoder, "timm:in1k")
+    assert calls == [("resnet18.in1k", True)]
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    for fragment in ("model.pretrained=timm:in1k", "resnet18.in1k", "OSError: offline", "local file"):
+        assert fragment in message, (fragment, message)
+
+
+def test_timm_weights_load_when_timm_has_them(monkeypatch):
+    encoder = tiny("resnet18").encoder
+    calls, created = [], []
+    fake_create_model(monkeypatch, calls, fail=False)
+    import semiseg.models.weights as weights
+
+    record = weights.timm.create_model
+    monkeypatch.setattr(weights.timm, "create_model", lambda *a, **k: created.append(record(*a, **k)) or created[-1])
+    before = encoder.body.state_dict()["conv1.weight"].clone()
+    load_pretrained(encoder, "timm")
+    assert calls == [("resnet18", True)]
+    source = created[0].state_dict()["conv1.weight"]
+    assert not torch.equal(before, source)
+    assert torch.equal(encoder.body.state_dict()["conv1.weight"], source)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from .errors import SemisegError
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless the user asks for it
-
 
 def _cmd_list(args) -> int:
     from . import catalog

@@ -22,6 +22,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
+from . import yaml_loader
 from .errors import SemisegError
 from .registry import closest
 
@@ -51,7 +52,7 @@ class DataConfig:
     crop_size: Optional[int] = None  # training crop S (the preset's default when unset)
     weak_pipeline: Optional[str] = None  # unimatch (W-U) | cps (W-C); unset: the method's own (docs/datasets.md)
     scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])  # weak view's resize factors [lo, hi]
-    # σ range of the strong view's Gaussian blur, in pixels (methods.md §0.5: [0.1, 2.0] for crops of
+    # σ range of the strong view's Gaussian blur, in pixels (docs/datasets.md: [0.1, 2.0] for crops of
     # 321-801 px; scale it with the crop for small images, e.g. [0.02, 0.4] for 64 px scenes)
     strong_blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
     num_workers: int = 2  # DataLoader worker processes of each training loader (labeled, unlabeled)
@@ -93,7 +94,7 @@ class TrainConfig:
     lr_multi: float = 10.0  # learning-rate multiplier of everything outside the encoder (decoder, heads)
     momentum: float = 0.9  # SGD momentum (adamw uses betas (0.9, 0.999) instead)
     weight_decay: float = 1e-4  # optimiser weight decay (see wd_norm_bias)
-    wd_norm_bias: bool = True  # False: no weight decay on biases and norm weights (CPS family, methods.md §0.9)
+    wd_norm_bias: bool = True  # False: no weight decay on biases and norm weights (CPS family: docs/methods/cps.md)
     poly_power: float = 0.9  # poly schedule: lr_t = lr * (1 - t/T)^poly_power
     eval_every: int = 0  # iterations between evaluations (0: only at the end)
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
@@ -130,7 +131,10 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise SemisegError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_loader.load(path.read_text()) or {}
+    except yaml_loader.DuplicateKeyError as exc:
+        raise SemisegError(f"{path} line {exc.line}: key '{exc.key}' appears twice (first on line "
+                           f"{exc.first_line}); keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -184,13 +188,25 @@ def _merge(base: DictConfig, layer: Any, where: str) -> DictConfig:
 
 
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """`key=value` pairs as a config; each value is read by the config files' YAML loader (`off` stays a string)."""
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise SemisegError(f"override '{item}' is not of the form key=value (e.g. train.total_iters=100)")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except oc_errors.OmegaConfBaseException as exc:
-        raise SemisegError(f"command line: cannot parse overrides: {str(exc).splitlines()[0]}") from None
+    cfg = OmegaConf.create()
+    for item in overrides:
+        key, _, text = item.partition("=")
+        try:
+            value = yaml_loader.load(text)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SemisegError(f"command line: cannot parse overrides: '{item}': value is not valid YAML "
+                               f"({problem})") from None
+        try:
+            OmegaConf.update(cfg, key, value, force_add=True)
+        except (oc_errors.OmegaConfBaseException, ValueError, KeyError) as exc:
+            raise SemisegError(f"command line: cannot parse overrides: '{item}': "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return cfg
 
 
 def load_config(path: Optional[str | Path], overrides: Sequence[str] = ()) -> DictConfig:

@@ -8,14 +8,19 @@ per-class IoU of each and the gain. With several seeds it shows the mean.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-import numpy as np
+# the demo needs nothing from the Hugging Face hub (its configs use no pretrained weights): it runs offline,
+# set before timm / huggingface_hub are imported below (they read it once, at import)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from .config import load_config
-from .engine.metrics import format_iou_table
-from .engine.trainer import train
-from .errors import SemisegError
+import numpy as np  # noqa: E402
+
+from .config import load_config  # noqa: E402
+from .engine.metrics import format_iou_table  # noqa: E402
+from .engine.trainer import train  # noqa: E402
+from .errors import SemisegError  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "synthetic"
 RUNS = ("supervised", "fixmatch")

@@ -1,10 +1,11 @@
-"""CutMix boxes and mixing with a partner sample (methods.md §0.6).
+"""CutMix boxes and mixing with a partner sample (docs/method_interface.md: box generators, partner rules).
 
 A box mask M (bool S x S) marks the pixels taken from the partner:
 x_mix = x · (1 − M) + x_partner · M. Images, pseudo-labels, confidences and validity
 masks are all mixed with the same M.
 
-Partner rule ([DECISION] in §0.6, pitfall P13): sample i of a local batch takes sample
+Partner rule (our decision: UniMatch V1's released partner is the same image, differently augmented;
+see "Departures" in docs/methods/unimatch.md): sample i of a local batch takes sample
 (i + 1) mod B, i.e. the batch rolled by one. A sample is never its own partner when
 B >= 2, and the partner's pseudo-labels are the rolled maps of the same step, so no extra
 forward pass is needed.
@@ -24,7 +25,7 @@ _MAX_TRIES = 100_000
 
 
 def unimatch_box(size: int, p: float = 0.5, area=(0.02, 0.4), ratio=(0.3, 1 / 0.3)) -> torch.Tensor:
-    """G1, UniMatch's box (§0.6): a bool S x S mask, empty with probability 1 − p.
+    """G1, UniMatch's box (docs/methods/unimatch.md): a bool S x S mask, empty with probability 1 − p.
 
     The area A = U(area)·S² is drawn once; then ratio r ~ U(ratio), w = int(√(A/r)),
     h = int(√(A·r)) and x, y uniform in 0 … S−1 are redrawn together until x + w <= S and
@@ -54,7 +55,7 @@ def roll_partner(x: torch.Tensor) -> torch.Tensor:
 
 def partner_of(x: torch.Tensor, rule: str = "roll") -> torch.Tensor:
     """`roll`: x[(i + 1) mod B] (our default); `flip`: x[B − 1 − i], UniMatch V2's released rule, under
-    which the middle sample of an odd batch is its own partner (§0.6)."""
+    which the middle sample of an odd batch is its own partner (docs/methods/unimatch_v2.md)."""
     if rule == "roll":
         return roll_partner(x)
     if rule == "flip":
@@ -83,7 +84,7 @@ def mix(x: torch.Tensor, box: torch.Tensor, partner: Optional[torch.Tensor] = No
 
 
 def cps_box_mask(height: int, width: int, n_boxes: int = 3, prop_range=(0.25, 0.5)) -> torch.Tensor:
-    """G2, CPS's 3-box mask (§0.6): a bool H x W mask; True marks the pasted (partner) pixels.
+    """G2, CPS's 3-box mask (docs/methods/cps.md): a bool H x W mask; True marks the pasted (partner) pixels.
 
     Per box: a ~ U(prop_range); y_prop = exp(u·ln a) with u ~ U(0, 1), x_prop = a / y_prop, both
     times √(1/n_boxes); size round((y_prop·H, x_prop·W)); offset round((H − h)·U(0,1)),
@@ -103,7 +104,7 @@ def cps_box_mask(height: int, width: int, n_boxes: int = 3, prop_range=(0.25, 0.
 
 
 def u2pl_half_box(height: int, width: int) -> torch.Tensor:
-    """G3, U2PL's box of half the image area (§0.6): a bool H x W mask.
+    """G3, U2PL's box of half the image area (for the planned `u2pl` method): a bool H x W mask.
 
     w is a uniform integer in [⌊W/2⌋ + 1, W − 1], h = round(H·W / (2w)); the offset is uniform in
     {0 … W − w} x {0 … H − h}.

@@ -1,14 +1,14 @@
-"""EMA teachers (methods.md §0.8): θ' ← λ_t·θ' + (1 − λ_t)·θ, applied after the optimiser step t.
+"""EMA teachers (docs/method_interface.md: EMA teacher): θ' ← λ_t·θ' + (1 − λ_t)·θ, applied after the optimiser step t.
 
 Two variants are in use:
 - parameters only (Mean Teacher, U2PL): the teacher's BatchNorm running statistics come from
   the teacher's own train-mode forwards, so its buffers are left alone;
 - parameters and buffers (UniMatch V2): floating buffers are averaged like the parameters and
   integer buffers (BN's `num_batches_tracked`) are copied from the student, never averaged
-  (pitfall P18), so every buffer keeps its dtype.
+  (the release averages them in float: docs/methods/unimatch_v2.md), so every buffer keeps its dtype.
 
-The teacher is a deep copy of the student (its own storage: pitfall P7) that never requires
-gradients.
+The teacher is a deep copy of the student (its own storage, never shared with the student's, or the
+teacher would simply be the student) that never requires gradients.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Losses shared by the methods (methods.md §0.7). All computed in fp32."""
+"""Losses shared by the methods (each method page in docs/methods/ states its loss). All computed in fp32."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def supervised_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """L_u = Σ m_i·v_i·CE_i / max(1, Σ v_i)  (§0.7).
+    """L_u = Σ m_i·v_i·CE_i / max(1, Σ v_i)  (docs/methods/fixmatch.md).
 
     The denominator counts all valid pixels, selected or not, so the loss
     shrinks when few pixels pass the selection (as UniMatch does).
@@ -30,13 +30,13 @@ def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, 
 
 def ohem_ce(logits: torch.Tensor, target: torch.Tensor, threshold: float, min_kept: int,
             class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Online hard example mining CE (§0.7, `ProbOhemCrossEntropy2d` of CPS / UniMatch).
+    """Online hard example mining CE (docs/methods/supervised.md; `ProbOhemCrossEntropy2d` of CPS / UniMatch).
 
     P_i = softmax(z_i)[y_i] over the N valid pixels (y ≠ 255). If N < K = `min_kept`, plain CE
     over them; otherwise keep the pixels with P_i ≤ max(threshold, P_(K)) (P_(K): the K-th
     smallest; K = 0: the threshold alone) and take the (class-weighted) mean CE over the kept
-    pixels. The selection carries no gradient. K is per call: callers pass min_kept_per_image · B
-    (pitfall P29).
+    pixels. The selection carries no gradient. K is per call: callers pass min_kept_per_image · B,
+    so the selection does not change with the per-GPU batch (docs/methods/supervised.md).
     """
     logits = logits.float()
     valid = target != IGNORE_INDEX
@@ -54,7 +54,8 @@ def ohem_ce(logits: torch.Tensor, target: torch.Tensor, threshold: float, min_ke
 
 
 def masked_softmax_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean Teacher's consistency (§2): Σ_i v_i·Σ_c (softmax(z_s) − sg(softmax(z_t)))² / (C·max(1, Σ v)),
+    """Mean Teacher's consistency (docs/methods/mean_teacher.md):
+    Σ_i v_i·Σ_c (softmax(z_s) − sg(softmax(z_t)))² / (C·max(1, Σ v)),
     i.e. the mean over the B·C·H·W elements of the valid pixels."""
     p_s = student_logits.float().softmax(dim=1)
     p_t = teacher_logits.detach().float().softmax(dim=1)

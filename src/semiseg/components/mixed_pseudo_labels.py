@@ -31,6 +31,13 @@ def mixed_pseudo_label_loss(logits: torch.Tensor, pseudo: torch.Tensor, confiden
     return masked_ce(logits, mix(pseudo, box, rule=rule), selected, mix(valid, box, rule=rule))
 
 
+def mixed_pseudo_label_losses(logits_per_view, pseudo: torch.Tensor, confidence: torch.Tensor, valid: torch.Tensor,
+                              boxes: torch.Tensor, threshold: float, rule: str = "roll") -> list[torch.Tensor]:
+    """[L_s^k for each strong view k]: `logits_per_view[k]` against the targets mixed by `boxes[:, k]`."""
+    return [mixed_pseudo_label_loss(logits, pseudo, confidence, valid, boxes[:, k], threshold, rule)
+            for k, logits in enumerate(logits_per_view)]
+
+
 def selected_ratio(confidence: torch.Tensor, valid: torch.Tensor, threshold: float) -> torch.Tensor:
     """The share of valid unlabeled pixels whose confidence passes τ (logged as `mask_ratio`)."""
     valid = valid.float()

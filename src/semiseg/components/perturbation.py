@@ -3,11 +3,11 @@
 Models take `perturb`: a function from the list of encoder features to a new list that the
 decoder then sees (`DeepLabV3Plus.forward(x, perturb=...)`, `DPTSegmenter.forward(x, perturb=...)`).
 
-- UniMatch V1's FP stream (methods.md §5.1): every feature map f becomes cat(f, Dropout2d(0.5)(f)),
+- UniMatch V1's FP stream (docs/methods/unimatch.md): every feature map f becomes cat(f, Dropout2d(0.5)(f)),
   so the decoder runs on a doubled batch whose second half is the perturbed copy.
-- UniMatch V2's complementary channel dropout (§6.3): for the doubled strong batch [x_s1; x_s2] of
-  n pairs, view s1 of pair i keeps the channels that view s2 of pair i drops (both scaled by 2),
-  and ⌊n·0.5⌋ randomly chosen pairs are left unperturbed.
+- UniMatch V2's complementary channel dropout (docs/methods/unimatch_v2.md): for the doubled strong
+  batch [x_s1; x_s2] of n pairs, view s1 of pair i keeps the channels that view s2 of pair i drops
+  (both scaled by 2), and ⌊n·0.5⌋ randomly chosen pairs are left unperturbed.
 
 All randomness comes from torch's global RNG.
 """

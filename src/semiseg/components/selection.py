@@ -7,7 +7,7 @@ import torch
 
 @torch.no_grad()
 def pseudo_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ŷ, q) = (argmax, max) of softmax(sg(z)), in fp32 (§0.1, §0.12)."""
+    """(ŷ, q) = (argmax, max) of softmax(sg(z)), in fp32 (docs/distributed.md: mixed precision)."""
     probs = logits.detach().float().softmax(dim=1)
     confidence, label = probs.max(dim=1)
     return label, confidence

@@ -1,8 +1,9 @@
 """List files ("image [mask]" per line) and the source that loads them.
 
-Lists are parsed one file at a time with `splitlines()` (methods.md P24: many
-published lists have no trailing newline). Every problem with a list or a file
-it names is one `SemisegError` line naming the file, the list line and the fix.
+Lists are parsed one file at a time with `splitlines()` (many published
+lists have no trailing newline, and concatenated lists would merge two lines;
+docs/datasets.md). Every problem with a list or a file it names is one `SemisegError`
+line naming the file, the list line and the fix.
 """
 
 from __future__ import annotations

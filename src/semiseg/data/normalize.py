@@ -1,4 +1,4 @@
-"""ImageNet normalisation shared by training, evaluation and prediction (methods.md §0.4)."""
+"""ImageNet normalisation shared by training, evaluation and prediction (docs/datasets.md)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class Preset:
     name: str
     class_names: Tuple[str, ...]
     palette: Tuple[Tuple[int, int, int], ...]
-    eval_mode: str = "original"  # original | center_crop | resize | sliding_window (methods.md §0.11)
+    eval_mode: str = "original"  # original | center_crop | resize | sliding_window (docs/datasets.md)
     crop_size: int = 321
     default_root: Optional[str] = None
     label_lut: Optional[np.ndarray] = field(default=None, repr=False)  # raw mask value -> internal id

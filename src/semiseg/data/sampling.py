@@ -1,11 +1,11 @@
 """Step-indexed sampling: the batch of step t is a pure function of (seed, stream, t).
 
 Every list is consumed as a stream of fresh permutations, one per pass, so
-the shorter list is cycled and no image is ever dropped (methods.md §0.2,
-pitfall P8). Each sample also carries its own augmentation seed. Because
-nothing depends on how many batches were drawn before, resuming at step t
-or splitting a global batch over W processes reproduces the same samples
-with the same augmentations.
+the shorter list is cycled and no image is ever dropped (released code bases
+truncate a list and lose labeled images: docs/methods/unimatch.md, departures).
+Each sample also carries its own augmentation seed. Because nothing depends
+on how many batches were drawn before, resuming at step t or splitting a global
+batch over W processes reproduces the same samples with the same augmentations.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Weak geometric pipelines (W-U, W-C) and the UniMatch strong photometric view.
 
-methods.md §0.3 (padding), §0.4 (weak pipelines), §0.5 (strong photometric).
+docs/datasets.md: weak views, padding and the validity mask, the strong view.
 
 A weak pipeline turns a raw `Sample` (uint8 H x W x 3 image, uint8 H x W mask or
 None) into a `WeakView` of S x S tensors. The image stays uint8 and unnormalised
-so that the strong photometric augmentation can run on the weak crop
-(§0.5); `semiseg.data.views` normalises afterwards.
+so that the strong photometric augmentation can run on the weak crop;
+`semiseg.data.views` normalises afterwards.
 
-Padding (§0.3, pitfall P5): bottom/right only; image 0, mask 255 (never 0),
-validity False. The validity mask comes from the crop geometry, never from a
-mask file, so unlabeled data needs no masks (pitfall P30). Crop offsets are
+Padding: bottom/right only; image 0, mask 255 (never 0, which would train and score
+padding as background), validity False. The validity mask comes from the crop geometry,
+never from a mask file, so unlabeled data needs no masks. Crop offsets are
 uniform integers in 0 … h − S, so an image at least as large as the crop is
-never padded (pitfall P28).
+never padded (CPS's release draws up to h − S + 1 and pads a 1-px border now and then).
 
 Resizing works on torch tensors with `F.interpolate` (half-pixel centres,
 `align_corners=False`), chosen per pipeline to follow the library each
@@ -83,7 +83,7 @@ def _resize(image, mask, size: Tuple[int, int], antialias: bool, mask_mode: str)
 
 
 def _pad_crop(image, mask, crop: int):
-    """Pad bottom/right to >= crop (§0.3), then a uniform crop with offsets in 0 … h − S (P28)."""
+    """Pad bottom/right to >= crop, then a uniform crop with offsets in 0 … h − S (docs/datasets.md: padding)."""
     h, w = image.shape[-2:]
     big_h, big_w = max(h, crop), max(w, crop)
     valid = torch.zeros(big_h, big_w, dtype=torch.bool)
@@ -128,7 +128,7 @@ def _check_crop(crop_size) -> int:
 
 
 class WeakUniMatch:
-    """W-U (§0.4): random long side, pad, uniform S x S crop, then hflip p = 0.5."""
+    """W-U (docs/datasets.md: weak views): random long side, pad, uniform S x S crop, then hflip p = 0.5."""
 
     def __init__(self, crop_size: int, scale_range: Sequence[float] = (0.5, 2.0)):
         self.crop_size = _check_crop(crop_size)
@@ -156,7 +156,8 @@ class WeakUniMatch:
 
 
 class WeakCPS:
-    """W-C (§0.4): hflip p = 0.5, a scale from a set, size (int(h·s), int(w·s)), pad, random S x S crop."""
+    """W-C (docs/datasets.md: weak views): hflip p = 0.5, a scale from a set, size (int(h·s), int(w·s)), pad,
+    random S x S crop."""
 
     def __init__(self, crop_size: int, scales: Sequence[float] = CPS_SCALES):
         self.crop_size = _check_crop(crop_size)
@@ -184,7 +185,7 @@ def blur_kernel_size(sigma: float, max_side: Optional[int] = None) -> int:
 
 
 class StrongPhotometric:
-    """UniMatch's strong photometric view (§0.5) on a uint8 3 x H x W tensor -> uint8 3 x H x W.
+    """UniMatch's strong photometric view (docs/datasets.md) on a uint8 3 x H x W tensor -> uint8 3 x H x W.
 
     1. with p_jitter, `v2.ColorJitter(brightness, contrast, saturation, hue)` (the four factors in random order);
     2. with p_gray, grayscale replicated to 3 channels (`RandomGrayscale`);

@@ -1,11 +1,11 @@
-"""Datasets that make the views a method asks for (methods.md §0.3-§0.6).
+"""Datasets that make the views a method asks for (docs/datasets.md: weak views, padding, the strong view).
 
 - `LabeledDataset`: one weak view of a labeled sample (image + mask).
 - `UnlabeledDataset`: one weak view plus `num_strong` strong photometric copies of that same
   weak crop, the validity mask, and `num_boxes` CutMix boxes from the box generator it is given
   (the method declares both: docs/method_interface.md, views).
 
-Unlabeled data never needs masks (pitfall P30): `UnlabeledDataset` ignores `sample.mask`
+Unlabeled data never needs masks: `UnlabeledDataset` ignores `sample.mask`
 and the validity mask comes from the crop geometry (docs/datasets.md). Sources built for unlabeled
 lists do not open mask files at all, so a list naming missing masks (or none) works.
 
@@ -83,7 +83,7 @@ class UnlabeledDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.source.load(index)
-        view = self.weak(sample.image, None)  # never the mask: validity comes from the geometry (P30)
+        view = self.weak(sample.image, None)  # never the mask: validity comes from the geometry
         out = {"image_w": _normalised(view.image), "valid": view.valid, "index": index}
         height, width = view.image.shape[-2:]
         strong, boxes = [], []

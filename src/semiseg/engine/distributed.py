@@ -2,7 +2,7 @@
 
 No launcher of our own: one process without torchrun variables is world size 1 and
 never touches torch.distributed. Under torchrun the backend is NCCL on GPUs and gloo
-on CPU (architecture.md, Engine).
+on CPU (docs/distributed.md: backends and ranks).
 """
 
 from __future__ import annotations

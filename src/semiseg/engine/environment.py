@@ -1,4 +1,4 @@
-"""Device choice, seeding and determinism (methods.md §0.12)."""
+"""Device choice, seeding and determinism (docs/distributed.md: backends and ranks, guardrails)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Evaluation modes and the sharded val loop (methods.md §0.11).
+"""Evaluation modes and the sharded val loop (docs/datasets.md: evaluation modes).
 
 `predict_logits` implements the four modes (`original`, `center_crop`, `resize`,
-`sliding_window`) for any number of classes (P11); `evaluate` gives val image i
-to rank i mod W with no padding (P12) and sums one confusion matrix per rank.
+`sliding_window`) for any number of classes, every sliding window full-size (UniMatch V1's
+release hard-codes 19 classes and truncates the border windows); `evaluate` gives val image i
+to rank i mod W with no padding, so no image counts twice (docs/distributed.md: sharded
+evaluation), and sums one confusion matrix per rank.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _sliding_window(forward, image, num_classes, crop_size, window_batch, stride
     s = crop_size
     stride = max(1, int(s * stride_ratio))
     ph, pw = max(h, s), max(w, s)
-    if (ph, pw) != (h, w):  # §0.11: pad bottom/right with 0 (normalised space), crop back afterwards
+    if (ph, pw) != (h, w):  # pad bottom/right with 0 (normalised space), crop back afterwards (docs/datasets.md)
         image = F.pad(image, (0, pw - w, 0, ph - h), value=0.0)
     boxes = [(r, c) for r in window_starts(ph, s, stride) for c in window_starts(pw, s, stride)]
     acc = torch.zeros(1, num_classes, ph, pw, dtype=torch.float32, device=image.device)
@@ -116,11 +118,11 @@ def predict_logits(
         raise SemisegError(f"mode '{mode}' needs crop_size (the window / crop side S)")
     if mode == "original":
         return _run(forward, image, num_classes), full
-    if mode == "center_crop":  # §0.11: central S x S; a dimension smaller than S is kept, never padded
+    if mode == "center_crop":  # central S x S; a dimension smaller than S is kept, never padded (docs/datasets.md)
         ch, cw = min(crop_size, h), min(crop_size, w)
         region = Region((h - ch) // 2, (w - cw) // 2, ch, cw)
         return _run(forward, region.crop(image), num_classes), region
-    if mode == "resize":  # §0.11: bilinear, align_corners=True, both ways
+    if mode == "resize":  # bilinear, align_corners=True, both ways (docs/datasets.md: evaluation modes)
         size = _resize_size(h, w, resize_multiple, resize_to)
         x = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
         out = _run(forward, x, num_classes)

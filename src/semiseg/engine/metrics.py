@@ -1,8 +1,9 @@
-"""Dataset-level confusion matrix and IoU (methods.md §0.11).
+"""Dataset-level confusion matrix and IoU (docs/datasets.md: evaluation modes).
 
 One C x C int64 matrix N[g, p] is accumulated over every valid pixel of the val
 set with `torch.bincount` (no histogram binning: a value >= C is an error, not
-the last class, pitfall P36), summed across ranks once, then turned into IoUs.
+silently counted as the last class as the released `np.histogram` code does),
+summed across ranks once, then turned into IoUs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Batch statistics over all processes when world size > 1 (methods.md §0.10: SyncBN whenever W > 1).
+"""Batch statistics over all processes when world size > 1 (docs/distributed.md: SyncBN whenever W > 1).
 
 On GPUs this is timm's converter (torch's `nn.SyncBatchNorm`, plus timm's BatchNorm+act
 layers, whose activation torch's converter would drop). torch's version refuses CPU tensors,

@@ -63,7 +63,7 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         set_deterministic(cfg.deterministic)
         # The networks are built under the global seed on every rank (DDP also broadcasts rank 0's
-        # weights); then ranks > 0 switch to their own stream seed + rank (§0.12), while rank 0 goes
+        # weights); then ranks > 0 switch to their own stream seed + rank (docs/distributed.md), while rank 0 goes
         # on with exactly the stream a single-process run has.
         seed_everything(cfg.seed)
         self.preset = build_preset(cfg)

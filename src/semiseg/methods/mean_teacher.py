@@ -9,7 +9,7 @@
 Released code (`charlesCXK/TorchSemiSeg`, MeanTeacher): both networks see the same weak images in
 train mode (the teacher's BN uses batch statistics and keeps its own running statistics), λ_mt = 100.
 Our differences, all switchable: the EMA runs after the optimiser step (released: inside the forward,
-one step behind, P32), the consistency covers the unlabeled images only (`consistency_on: all` =
+one step behind), the consistency covers the unlabeled images only (`consistency_on: all` =
 released, labeled padding excluded), and the weight ramps up over 10 % of T (`rampup_fraction: 0` =
 released). The student is evaluated (as released).
 """

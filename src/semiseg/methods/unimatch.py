@@ -22,7 +22,7 @@ import torch
 
 from ..components.cutmix import UniMatchBox
 from ..components.losses import masked_ce
-from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_loss, selected_ratio
+from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_losses, selected_ratio
 from ..components.perturbation import append_dropped_copy
 from ..components.selection import pseudo_labels, select_by_threshold
 from ..registry import METHODS
@@ -40,9 +40,6 @@ class UniMatch(Method):
     Params = UniMatchParams
     variants = {"flip_partner": {"partner": "flip"}}
 
-    def views(self) -> Views:
-        return Views(unlabeled=True, strong=2, box=UniMatchBox())
-
     def training_step(self, batch, ctx):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x_l, y_l = labeled["image"], labeled["mask"]
@@ -53,11 +50,13 @@ class UniMatch(Method):
         z_l, z_w, z_fp = clean[:n_l], clean[n_l:], perturbed[n_l:]
         pseudo, confidence = pseudo_labels(z_w)
 
-        z_s1, z_s2 = self.model(mix_strong_views(unlabeled["image_s"], boxes, rule)).chunk(2)
-        loss_s1 = mixed_pseudo_label_loss(z_s1, pseudo, confidence, valid, boxes[:, 0], tau, rule)
-        loss_s2 = mixed_pseudo_label_loss(z_s2, pseudo, confidence, valid, boxes[:, 1], tau, rule)
+        z_s = self.model(mix_strong_views(unlabeled["image_s"], boxes, rule)).chunk(2)
+        loss_s1, loss_s2 = mixed_pseudo_label_losses(z_s, pseudo, confidence, valid, boxes, tau, rule)
         loss_fp = masked_ce(z_fp, pseudo, select_by_threshold(confidence, tau), valid)
         loss_x = self.supervised_loss(z_l, y_l)
         loss = (loss_x + loss_s1 * 0.25 + loss_s2 * 0.25 + loss_fp * 0.5) / 2
         return loss, {"loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
                       "loss_fp": loss_fp.detach(), "mask_ratio": selected_ratio(confidence, valid, tau)}
+
+    def views(self) -> Views:
+        return Views(unlabeled=True, strong=2, box=UniMatchBox())

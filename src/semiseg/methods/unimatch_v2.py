@@ -24,7 +24,7 @@ import torch
 
 from ..components.cutmix import UniMatchBox
 from ..components.ema import EMATeacher
-from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_loss, selected_ratio
+from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_losses, selected_ratio
 from ..components.perturbation import complementary_channel_dropout
 from ..components.selection import pseudo_labels
 from ..registry import METHODS
@@ -60,9 +60,8 @@ class UniMatchV2(Method):
             pseudo, confidence = pseudo_labels(self.teacher(x_w))
         z_l = self.model(x_l)
         strong = mix_strong_views(unlabeled["image_s"], boxes, rule)
-        z_s1, z_s2 = self.model(strong, perturb=complementary_channel_dropout).chunk(2)
-        loss_s1 = mixed_pseudo_label_loss(z_s1, pseudo, confidence, valid, boxes[:, 0], tau, rule)
-        loss_s2 = mixed_pseudo_label_loss(z_s2, pseudo, confidence, valid, boxes[:, 1], tau, rule)
+        z_s = self.model(strong, perturb=complementary_channel_dropout).chunk(2)
+        loss_s1, loss_s2 = mixed_pseudo_label_losses(z_s, pseudo, confidence, valid, boxes, tau, rule)
         loss_x = self.supervised_loss(z_l, y_l)
         loss = (loss_x + (loss_s1 + loss_s2) / 2) / 2
         return loss, {"loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),

@@ -1,4 +1,4 @@
-"""DPT head on a timm DINOv2 ViT: UniMatch V2's network (methods.md §6.2; Ranftl et al., ICCV 2021).
+"""DPT head on a timm DINOv2 ViT: UniMatch V2's network (docs/methods/unimatch_v2.md; Ranftl et al., ICCV 2021).
 
 Encoder: a timm ViT/14 (`vit_{small,base,large,giant}_patch14_dinov2`, position embeddings resampled
 to the input by timm's `dynamic_img_size`). Four intermediate blocks, each normalised by the final

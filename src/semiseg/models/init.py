@@ -10,7 +10,7 @@ _NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 def kaiming_init_head(model: nn.Module) -> None:
     """Re-draw the head (everything outside the encoder) as CPS does: conv weights Kaiming-normal
-    (fan_in, ReLU gain), norm layers weight 1 and bias 0 (methods.md §4.1). Biases of convs are
+    (fan_in, ReLU gain), norm layers weight 1 and bias 0 (docs/methods/cps.md). Biases of convs are
     left as they are, like the released `init_weight`. Draws from torch's global RNG."""
     head = {id(p) for p in model.head_parameters()}
     for module in model.modules():

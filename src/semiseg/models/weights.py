@@ -1,6 +1,7 @@
-"""Loading encoder weights: a local file, the bundled ImageNet lite0 weights, or timm (online).
+"""Loading encoder weights: a local file, the bundled ImageNet lite0 weights, or timm (the hub or its cache).
 
-Loading is strict in what matters (P22 in methods.md): every encoder tensor
+Loading is strict in what matters (in one released code base a non-strict load put ResNet-101
+weights into a ResNet-50 with only a warning): every encoder tensor
 must be present with the same shape; extra tensors are accepted only when
 they belong to modules the encoder drops (classifier, final conv), so that
 ResNet-101 weights never load silently into a ResNet-50.
@@ -82,7 +83,7 @@ def load_encoder_state(body: torch.nn.Module, state: dict, origin: str) -> None:
 
 
 def load_pretrained(encoder, spec: str) -> None:
-    """`spec`: a file path, `imagenet` (bundled, tf_efficientnet_lite0 only), or `timm[:tag]` (online)."""
+    """`spec`: a file path, `imagenet` (bundled, tf_efficientnet_lite0 only), or `timm[:tag]` (hub or cache)."""
     name = encoder.name
     if spec == "imagenet":
         if name != "tf_efficientnet_lite0":
@@ -93,14 +94,18 @@ def load_pretrained(encoder, spec: str) -> None:
     if spec == "timm" or spec.startswith("timm:"):
         tag = spec.partition(":")[2]
         full_name = f"{name}.{tag}" if tag else name
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise SemisegError(f"model.pretrained={spec} downloads from the hub, but HF_HUB_OFFLINE=1; "
-                               "give a local weights file instead")
+        # no offline pre-check: weights already in the local hub cache load with HF_HUB_OFFLINE=1
         try:
             state = timm.create_model(full_name, pretrained=True).state_dict()
-        except Exception as exc:  # network, unknown tag, ...
-            raise SemisegError(f"model.pretrained={spec}: timm could not fetch the weights of {full_name} "
-                               f"({type(exc).__name__}); give a local weights file instead") from None
+        except Exception as exc:  # network, offline mode without a cached copy, unknown tag, ...
+            detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            if len(detail) > 160:
+                detail = detail[:157] + "..."
+            offline = " (and unset HF_HUB_OFFLINE)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            raise SemisegError(f"model.pretrained={spec}: could not get the weights of {full_name} "
+                               f"({type(exc).__name__}{': ' + detail if detail else ''}); connect to the "
+                               f"internet{offline}, or download them once and set "
+                               "model.pretrained=/path/to/weights.pth (a local file)") from None
         load_encoder_state(encoder.body, state, f"timm weights {full_name}")
         return
     obj = safe_torch_load(spec, "model.pretrained weights file", " (use a file path, `imagenet` or none)")
