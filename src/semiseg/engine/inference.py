@@ -85,23 +85,39 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise SemisegError(f"{path}: unreadable or corrupt image ({exc.__class__.__name__})") from None
 
 
+class Segmenter:
+    """A trained checkpoint as a function: `Segmenter(path)(rgb)` maps an RGB uint8 H x W x 3 array to the
+    H x W array of class ids (uint8), with the network `predict` uses (or `network`) and the eval `mode`."""
+
+    def __init__(self, checkpoint, network=None, mode: str = "original", device=None):
+        self.cfg, self.preset, self.method, self.device = load_for_inference(checkpoint, device=device)
+        self.forward = self.method.predictor(network)
+        self.mode = mode
+        self.class_names, self.palette = list(self.preset.class_names), self.preset.palette
+
+    @torch.inference_mode()
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise SemisegError(f"Segmenter expects an RGB uint8 array of shape (H, W, 3), got "
+                               f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
+        image = normalize(to_tensor(rgb)).unsqueeze(0).to(self.device)
+        scores, _ = predict_logits(self.forward, image, self.preset.num_classes, self.mode,
+                                   crop_size=self.cfg.eval.crop_size or crop_size(self.cfg, self.preset),
+                                   resize_multiple=self.cfg.eval.resize_multiple)
+        return scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+
 def predict_files(path, inputs, out_dir, mode: str = "original", network=None) -> list[Path]:
     """For each image: `<stem>.png` (class ids with the preset palette) and `<stem>_overlay.jpg`."""
-    cfg, preset, method, device = load_for_inference(path)
-    predictor = method.predictor(network)
+    segment = Segmenter(path, network, mode)
     files = _collect(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with torch.inference_mode():
-        for file in files:
-            rgb = _read_rgb(file)
-            image = normalize(to_tensor(rgb)).unsqueeze(0).to(device)
-            scores, _ = predict_logits(predictor, image, preset.num_classes, mode,
-                                       crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
-                                       resize_multiple=cfg.eval.resize_multiple)
-            labels = scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            palette_image(labels, preset.palette).save(out / f"{file.stem}.png")
-            overlay(rgb, labels, preset.palette).save(out / f"{file.stem}_overlay.jpg", quality=92)
-            written.append(out / f"{file.stem}.png")
+    for file in files:
+        rgb = _read_rgb(file)
+        labels = segment(rgb)
+        palette_image(labels, segment.palette).save(out / f"{file.stem}.png")
+        overlay(rgb, labels, segment.palette).save(out / f"{file.stem}_overlay.jpg", quality=92)
+        written.append(out / f"{file.stem}.png")
     return written
