@@ -82,3 +82,27 @@ def test_mismatched_networks_are_rejected():
         ema_update(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)), 0.5)
     with pytest.raises(ValueError):
         ema_update(nn.Linear(2, 2), nn.Linear(2, 2), 1.5)
+
+
+def test_a_0_1_0_teacher_checkpoint_loads_into_the_current_layout():
+    """0.1.0 saved a teacher as `teacher.*` plus `ema_updates`; it now lives at `teacher.net.*`, `teacher.updates`."""
+    from semiseg.engine.checkpoint import load_method_state
+    from test_methods import make
+
+    for name in ("mean_teacher", "unimatch_v2"):
+        method = make(name)
+        state = method.state_dict()
+        legacy = {k: v for k, v in state.items() if not k.startswith("teacher.")}
+        legacy.update({"teacher." + k[len("teacher.net."):]: v + 1 for k, v in state.items()
+                       if k.startswith("teacher.net.") and v.is_floating_point()})
+        legacy.update({"teacher." + k[len("teacher.net."):]: v for k, v in state.items()
+                       if k.startswith("teacher.net.") and not v.is_floating_point()})
+        legacy["ema_updates"] = torch.tensor(7)
+        fresh = make(name, seed=1)
+        load_method_state(fresh, legacy, "old.pt")
+        for key, value in fresh.teacher.net.state_dict().items():
+            if value.is_floating_point():
+                assert torch.equal(value, state["teacher.net." + key] + 1), key
+        assert int(fresh.teacher.updates) == 7
+        load_method_state(fresh, state, "new.pt")  # the current layout passes through unchanged
+        assert int(fresh.teacher.updates) == 0

@@ -102,6 +102,18 @@ class EMATeacher(nn.Module):
         ema_update(self.net, student, self.current_decay(), self.include_buffers)
         self.updates += 1
 
+    @staticmethod
+    def upgrade_state(state: dict, prefix: str) -> dict:
+        """A method state written by semiseg 0.1.0, where this teacher's network sat at `<prefix>*` and its
+        counter at `ema_updates`, in this layout (`<prefix>net.*`, `<prefix>updates`); other states unchanged."""
+        own = [k for k in state if k.startswith(prefix)]
+        if not own or any(k.startswith(prefix + "net.") for k in own):
+            return state
+        upgraded = {k: v for k, v in state.items() if not k.startswith(prefix) and k != "ema_updates"}
+        upgraded.update({prefix + "net." + k[len(prefix):]: state[k] for k in own})
+        upgraded[prefix + "updates"] = state.get("ema_updates", torch.zeros((), dtype=torch.long))
+        return upgraded
+
     @torch.no_grad()
     def copy_from(self, student: nn.Module) -> None:
         """θ' ← θ, parameters and buffers (e.g. at the first semi-supervised step after a warm-up)."""

@@ -41,6 +41,8 @@ def check_compatible(ckpt: dict, num_classes: int, encoder: str, origin: str) ->
 
 
 def load_method_state(method: torch.nn.Module, state: dict, origin: str) -> None:
+    if hasattr(method, "upgrade_state"):  # checkpoints of an earlier layout
+        state = method.upgrade_state(dict(state))
     own = method.state_dict()
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     missing = [k for k in own if k not in state]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..components.cutmix import PARTNER_RULES
+from ..components.ema import EMATeacher
 from ..components.losses import ohem_ce, supervised_ce
 from ..components.optimizers import default_optimizer, merge_groups, param_groups_of
 from ..errors import SemisegError
@@ -105,6 +106,15 @@ class Method(nn.Module):
         """The optimisers in step order; default: one `train.optimizer` over `param_groups`, poly schedule."""
         optimizer = default_optimizer(self.param_groups(train_cfg.lr, train_cfg.lr_multi), train_cfg)
         return [Update("model", optimizer, self.trainable_modules(), self.training_step, "poly")]
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def upgrade_state(self, state: dict) -> dict:
+        """A checkpoint's method state in this version's layout (called before loading it): the EMA teachers
+        of semiseg 0.1.0 checkpoints move under `<name>.net` with their counter."""
+        for name, child in self.named_children():
+            if isinstance(child, EMATeacher):
+                state = EMATeacher.upgrade_state(state, name + ".")
+        return state
 
     # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()
