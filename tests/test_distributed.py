@@ -9,6 +9,8 @@ import torch
 
 from engine_runs import REPO, final_state, single_thread, subprocess_env, train_command, train_losses
 
+pytestmark = pytest.mark.slow
+
 # Total batch 4: two ranks x 2 images against one process x 4, 3 SGD steps. The ranks see the same
 # images with the same augmentations (step-indexed sampler), the same BatchNorm statistics
 # (synchronised over both ranks), and their loss gradients are averaged: the computation is the

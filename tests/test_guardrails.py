@@ -84,6 +84,7 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
     """torchrun, 2 ranks; only rank 1's loss turns NaN. Both ranks stop at the same iteration with
     the same line (no rank left waiting in a collective: a hang would hit the timeout) and the

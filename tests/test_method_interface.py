@@ -164,6 +164,7 @@ def _records(output_dir, kind="train"):
     return [r for r in map(json.loads, (output_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
 
+@pytest.mark.slow
 def test_toy_method_trains_and_is_killed_and_resumed_bitwise(tmp_path):
     from engine_runs import final_state, kill_at_checkpoint
 
@@ -197,6 +198,7 @@ def test_toy_method_trains_and_is_killed_and_resumed_bitwise(tmp_path):
     assert records[-1]["lr"] < records[0]["lr"]  # poly schedule
 
 
+@pytest.mark.slow
 def test_toy_method_on_two_processes_logs_the_losses_of_one(tmp_path):
     """torchrun, 2 ranks x 2 images against 1 process x 4: same losses of both updates, same weights and queue."""
     args = ["train.total_batch_size=4", "train.total_iters=3", "data.synthetic.image_size=64", "data.crop_size=64"]

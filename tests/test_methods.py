@@ -23,7 +23,9 @@ NUM_CLASSES, SIZE, B = 5, 32, 2
 
 
 def tiny_cfg(name, variant=None):
-    overrides = [f"method.{key}={value}" for key, value in (METHODS.get(name).variants.get(variant) or {}).items()]
+    method_cls = METHODS.get(name)
+    overrides = [f"method.{key}={value}" for key, value in (method_cls.variants.get(variant) or {}).items()]
+    overrides += [f"model.heads.{head}={8 if head == 'representation' else 'true'}" for head in method_cls.required_heads]
     return load_config(None, ["train.total_iters=1", f"method.name={name}", "model.encoder=resnet18", "model.pretrained=null",
                               "model.aspp_channels=8", "model.decoder_channels=8", "model.low_level_channels=8",
                               *overrides])
@@ -35,11 +37,12 @@ def fake_batch(method, seed=0):
     batch = {"labeled": {"image": torch.randn(B, 3, SIZE, SIZE, generator=g),
                          "mask": torch.randint(0, NUM_CLASSES, (B, SIZE, SIZE), generator=g)}}
     batch["labeled"]["mask"][:, :4] = 255
+    batch["labeled"]["index"] = torch.arange(B)
     views = method.views()
     if views.unlabeled:
         torch.manual_seed(seed)
         batch["unlabeled"] = {"image_w": torch.randn(B, 3, SIZE, SIZE, generator=g),
-                              "valid": torch.ones(B, SIZE, SIZE, dtype=torch.bool)}
+                              "valid": torch.ones(B, SIZE, SIZE, dtype=torch.bool), "index": torch.arange(B)}
         batch["unlabeled"]["valid"][:, -3:] = False
         if views.strong:
             batch["unlabeled"]["image_s"] = torch.randn(B, views.strong, 3, SIZE, SIZE, generator=g)

@@ -2,9 +2,12 @@
 
 import subprocess
 
+import pytest
 import torch
 
 from engine_runs import REPO, final_state, kill_at_checkpoint, subprocess_env, train_command
+
+pytestmark = pytest.mark.slow
 
 TOTAL = 10
 # deterministic algorithms, an evaluation (best.pt, best metric) every 4 steps and a checkpoint every 3, so

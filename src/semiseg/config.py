@@ -72,7 +72,7 @@ class HeadsConfig:
 class ModelConfig:
     name: str = "deeplabv3plus"  # deeplabv3plus (timm CNN encoders) | dpt (timm DINOv2 ViT encoders, UniMatch V2)
     encoder: str = "resnet18"  # any timm model with features_only support (a timm ViT/14 for dpt)
-    output_stride: int = 16  # 8 or 16; ASPP rates follow (6/12/18 at 16, 12/24/36 at 8)
+    output_stride: int = 16  # 8, 16 or 32; ASPP rates follow (12/24/36 at 8, 6/12/18 at 16, 3/6/9 at 32)
     pretrained: Optional[str] = None  # none | a local weights file | "imagenet" (bundled lite0) | a timm tag
     aspp_channels: int = 256  # DeepLabV3+ ASPP output channels
     decoder_channels: int = 256  # DeepLabV3+ decoder conv channels
@@ -89,7 +89,7 @@ class TrainConfig:
     # labeled images per process per forward/backward; the gradient is accumulated over
     # total_batch_size / (world size * micro_batch_size) passes (default: no accumulation)
     micro_batch_size: Optional[int] = None
-    optimizer: str = "sgd"  # sgd | adamw (engine/optim.py)
+    optimizer: str = "sgd"  # sgd | adamw: the default update's optimiser (a method may add its own)
     lr: float = 0.01  # backbone learning rate; the head uses lr * lr_multi
     lr_multi: float = 10.0  # learning-rate multiplier of everything outside the encoder (decoder, heads)
     momentum: float = 0.9  # SGD momentum (adamw uses betas (0.9, 0.999) instead)

@@ -301,7 +301,8 @@ def _method_part(methods: Mapping[str, type]) -> List[str]:
 def _registered_methods() -> Dict[str, type]:
     from .catalog import METHODS
 
-    return {name: METHODS.get(name) for name in METHODS.names()}
+    # the package's own methods only (a test or a user script may register more in this process)
+    return {name: METHODS.get(name) for name in METHODS.names() if METHODS.get(name).__module__.startswith("semiseg.")}
 
 
 def render(config_cls: Optional[type] = None, methods: Optional[Mapping[str, type]] = None) -> str:

@@ -5,9 +5,9 @@ branches); DDP sees them as one forward whose outputs are the loss and its logge
 hooks fire once per backward. Each update of a method (docs/method_interface.md) gets its own
 wrapper over exactly the modules its optimiser steps: their gradients are all-reduced after the
 update's backward, and no other parameter is touched (teachers are not trainable; a discriminator's
-gradients are reduced by its own update). Buffers are not broadcast: with synchronised BatchNorm
-every rank computes the same running statistics, as does every EMA teacher of identical students
-(they are synced once, at start).
+gradients are reduced by its own update). Buffers are not broadcast per forward: with synchronised BatchNorm
+every rank computes the same running statistics. EMA teachers are in no wrapper: they agree across ranks
+because every rank builds the networks under the same seed and averages identical students.
 """
 
 from __future__ import annotations

@@ -233,9 +233,10 @@ class Trainer:
                               update.name if len(self.updates) > 1 else None)
             self.precision.step(update.optimizer)
             means = mean_over_ranks(losses.means(), self.dist) if self._logging_step() else {}
-            first = update is self.updates[0]
-            logs.update({(key if first or key != "loss" else f"loss_{update.name}"): value
-                         for key, value in means.items()})
+            for key, value in means.items():  # a later update's terms: `loss_<name>`, `<term>_<name>` if taken
+                if update is not self.updates[0] and (key == "loss" or key in logs):
+                    key = f"loss_{update.name}" if key == "loss" else f"{key}_{update.name}"
+                logs[key] = value
         self.precision.end_step()
         self.method.after_step()
         return logs

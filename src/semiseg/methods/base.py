@@ -41,25 +41,31 @@ def check_choice(key: str, value, choices) -> None:
 
 @dataclass
 class MethodParams:
-    """Parameters every method accepts (each method extends this)."""
+    """Parameters every method accepts (each method extends this).
+
+    `choices` (a class attribute, merged along the class hierarchy) lists the keys whose value must be one
+    of a fixed set; a wrong value stops with one line naming `method.<key>` and the valid values.
+    """
+
+    choices: ClassVar[Dict[str, tuple]] = {"supervised_loss": SUPERVISED_LOSSES}
 
     supervised_loss: str = "ce"  # L_x: ce (Pascal, COCO, ADE20K) | ohem (Cityscapes)
     ohem_threshold: float = 0.7  # OHEM keeps pixels whose true-class probability is at most this (or the K-th)
     ohem_min_kept_per_image: int = 100_000  # OHEM's K per image; K = this x local batch (UniMatch / V2: 100,000)
 
     def __post_init__(self):
-        check_choice("supervised_loss", self.supervised_loss, SUPERVISED_LOSSES)
+        for cls in reversed(type(self).__mro__):
+            for key, allowed in vars(cls).get("choices", {}).items():
+                check_choice(key, getattr(self, key), allowed)
 
 
 @dataclass
 class CutMixParams(MethodParams):
     """Parameters of every method that mixes unlabeled images with a partner."""
 
-    partner: str = "roll"  # CutMix partner: roll = sample (i+1) mod B (our default) | flip = B−1−i (released V2)
+    choices: ClassVar[Dict[str, tuple]] = {"partner": PARTNER_RULES}
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("partner", self.partner, PARTNER_RULES)
+    partner: str = "roll"  # CutMix partner: roll = sample (i+1) mod B (our default) | flip = B−1−i (released V2)
 
 
 class Method(nn.Module):

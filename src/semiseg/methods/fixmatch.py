@@ -13,6 +13,7 @@ the labeled batch then has its own forward. Use it with V2's network and AdamW.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Dict
 
 import torch
 
@@ -21,7 +22,7 @@ from ..components.ema import EMATeacher
 from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_loss, selected_ratio
 from ..components.selection import pseudo_labels
 from ..registry import METHODS
-from .base import CutMixParams, Method, check_choice
+from .base import CutMixParams, Method
 from .interface import Views
 
 TEACHERS = ("none", "ema")
@@ -33,9 +34,7 @@ class FixMatchParams(CutMixParams):
     teacher: str = "none"  # none: labels from the student's own weak-view forward | ema: V2's FixMatch
     ema_decay: float = 0.996  # α of the EMA teacher (teacher: ema)
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("teacher", self.teacher, TEACHERS)
+    choices: ClassVar[Dict[str, tuple]] = {"teacher": TEACHERS}
 
 
 @METHODS.register("fixmatch")

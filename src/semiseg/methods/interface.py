@@ -112,6 +112,12 @@ def check_updates(method: nn.Module, updates: Sequence[Update]) -> None:
     names = [u.name for u in updates]
     if len(set(names)) != len(names):
         raise ValueError(f"{type(method).__name__}: update names must be unique, got {names}")
+    own_modules = {id(m) for m in method.modules()}
+    for update in updates:
+        stray = [m for m in update.modules if id(m) not in own_modules]
+        if stray:
+            raise ValueError(f"update '{update.name}' steps a {type(stray[0]).__name__} that is not an attribute of "
+                             "the method (it would be missing from checkpoints)")
     param_names = {id(p): n for n, p in method.named_parameters()}
     owner: Dict[int, str] = {}
     for update in updates:

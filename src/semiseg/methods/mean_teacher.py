@@ -17,6 +17,7 @@ released). The student is evaluated (as released).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Dict
 
 import torch
 
@@ -25,7 +26,7 @@ from ..components.losses import masked_softmax_mse
 from ..components.ramps import sigmoid_rampup
 from ..labels import IGNORE_INDEX
 from ..registry import METHODS
-from .base import Method, MethodParams, check_choice
+from .base import Method, MethodParams
 from .interface import Views
 
 CONSISTENCY_WEIGHT = 100.0  # λ_mt: `unsup_weight = 100` of the released MeanTeacher config
@@ -42,9 +43,7 @@ class MeanTeacherParams(MethodParams):
     consistency_on: str = "unlabeled"  # unlabeled | all (released: labeled + unlabeled)
     ohem_min_kept_per_image: int = 50_000  # CPS family (Cityscapes, supervised_loss: ohem)
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("consistency_on", self.consistency_on, CONSISTENCY_ON)
+    choices: ClassVar[Dict[str, tuple]] = {"consistency_on": CONSISTENCY_ON}
 
 
 @METHODS.register("mean_teacher")

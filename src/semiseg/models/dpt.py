@@ -122,7 +122,7 @@ class DPTHead(nn.Module):
                                     nn.Conv2d(features, num_classes, 1))
 
     def decode(self, feats: List[torch.Tensor]) -> torch.Tensor:
-        """The fused path at stride 7 (the output convolutions' input)."""
+        """The fused path (the output convolutions' input) at 8/14 of the input resolution."""
         levels = [to_f(resize(project(f))) for f, project, resize, to_f
                   in zip(feats, self.projects, self.resize, self.to_features)]
         path = self.fuse[3](levels[3], size=levels[2].shape[-2:])

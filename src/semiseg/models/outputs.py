@@ -11,7 +11,8 @@ returns a dict with exactly the requested names:
 - `auxiliary`: the auxiliary head's class scores at the input resolution (model.heads.auxiliary).
 
 `perturb` (a function of the list of encoder features) runs the decoder on perturbed features;
-it may change the batch size and every output follows it.
+it may change the batch size and every decoder-side output follows it (`auxiliary` reads the
+unperturbed encoder map).
 """
 
 from __future__ import annotations
