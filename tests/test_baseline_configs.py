@@ -1,5 +1,6 @@
 """The baseline configs (issue 4): every file loads, its method section validates, the names carry the crop
-and the split, and T follows methods.md §0.2 from the split's list sizes."""
+and the split, and T = epochs x floor(max(N_l, N_u) / B_u) from the split's list sizes (the Defaults
+sections of docs/methods/*.md)."""
 
 import re
 from pathlib import Path
@@ -51,8 +52,8 @@ def test_iterations_follow_the_epoch_equivalent_rule(path):
     assert cfg.train.total_iters == epochs * steps_per_epoch
 
 
-def test_published_examples_of_methods_md():
-    # §0.2: UniMatch Pascal-92 ≈ 104.9k, Cityscapes 1/16 ≈ 83.8k, CPS VOC 1/8 ≈ 39.3k, V2 Pascal-92 ≈ 39.3k
+def test_published_examples_of_the_method_recipes():
+    # published T: UniMatch Pascal-92 ≈ 104.9k, Cityscapes 1/16 ≈ 83.8k, CPS VOC 1/8 ≈ 39.3k, V2 Pascal-92 ≈ 39.3k
     assert load_config(CONFIGS / "pascal/unimatch_r101_321_92.yaml").train.total_iters == 1311 * 80
     assert load_config(CONFIGS / "cityscapes/unimatch_r101_801_1_16.yaml").train.total_iters == 348 * 240
     assert load_config(CONFIGS / "pascal/cps_r101_512_1_8.yaml").train.total_iters == 1157 * 34

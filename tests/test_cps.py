@@ -1,4 +1,5 @@
-"""CPS and CPS+CutMix (methods.md §4) against hand computations; pitfall P14 (partner ≠ self)."""
+"""CPS and CPS+CutMix (docs/methods/cps.md) against hand computations; the CutMix partner is never the
+sample itself."""
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_cutmix_loss_crosses_mixed_pseudo_labels_from_the_partner():
         loss, _ = method.training_step(batch, StepContext.at(0.0))
         m = batch["unlabeled"]["box"][:, 0]  # the toggled-box masks the data pipeline drew
         assert m.any() and batch["unlabeled"]["box"].shape == (b, 1, h, w)
-        partner = [(i + 1) % b for i in range(b)]  # never i itself (P13 / P14)
+        partner = [(i + 1) % b for i in range(b)]  # never i itself
         x_m = torch.where(m[:, None], x_u[partner], x_u)
         v_m = torch.where(m, v[partner], v)
         y1, y2 = method.model(x_u).argmax(1), method.model2(x_u).argmax(1)

@@ -1,4 +1,5 @@
-"""G1 CutMix box and the roll partner (methods.md §0.6, pitfall P13)."""
+"""G1 CutMix box and the roll partner (docs/method_interface.md, Box generators and Partner rules): the
+partner is another image of the batch, never the sample itself."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""G2 (CPS 3-box) and G3 (U2PL half-area) CutMix masks (methods.md §0.6)."""
+"""G2 (CPS 3-box) and G3 (U2PL half-area) CutMix masks (docs/method_interface.md, Box generators)."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from semiseg.components.cutmix import cps_box_mask, u2pl_half_box
 
 
 def test_cps_mask_covered_fraction_matches_the_released_generator():
-    # §0.6: measured on the released generator, the covered fraction averages about 25 %,
+    # measured on the released generator, the covered fraction averages about 25 %,
     # 5th-95th percentile about 15-37 % (overlaps toggle back), not 25-50 %.
     torch.manual_seed(0)
     fractions = np.array([cps_box_mask(64, 64).float().mean().item() for _ in range(2000)])

@@ -1,4 +1,4 @@
-"""torchrun on 2 CPU processes (gloo) against one process, same total batch (architecture.md: Testing)."""
+"""torchrun on 2 CPU processes (gloo) against one process, same total batch (docs/distributed.md)."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""The DPT head on a timm DINOv2 ViT (methods.md §6.2), on tiny random-init ViTs (nothing downloads)."""
+"""The DPT head on a timm DINOv2 ViT (docs/methods/unimatch_v2.md), on tiny random-init ViTs (nothing downloads)."""
 
 import pytest
 import torch

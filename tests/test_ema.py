@@ -1,4 +1,5 @@
-"""EMA teachers against hand computations (methods.md §0.8, pitfalls P7 and P18)."""
+"""EMA teachers against hand computations (docs/method_interface.md, EMA teacher): the teacher shares no
+storage with the student, and integer buffers are copied, never averaged."""
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_teacher_is_a_copy_with_its_own_storage_and_no_grad():
     teacher = make_teacher(student)
     for (name, p_s), p_t in zip(student.named_parameters(), teacher.parameters()):
         assert torch.equal(p_s, p_t), name
-        assert p_s.data_ptr() != p_t.data_ptr()  # P7: never aliased
+        assert p_s.data_ptr() != p_t.data_ptr()  # never aliased
         assert not p_t.requires_grad and p_s.requires_grad
     with torch.no_grad():
         student[0].weight.add_(1.0)
@@ -60,7 +61,7 @@ def test_parameters_and_buffers_update_copies_integer_buffers():
     ema_update(teacher, student, 0.5, include_buffers=True)
     assert torch.allclose(teacher[1].running_mean, torch.full((2,), 2.0))  # 0.5·0 + 0.5·4
     assert torch.allclose(teacher[1].running_var, torch.full((2,), 1.5))  # 0.5·1 + 0.5·2
-    # P18: the integer counter is copied and keeps its dtype
+    # the integer counter is copied and keeps its dtype
     assert teacher[1].num_batches_tracked.dtype == torch.long
     assert int(teacher[1].num_batches_tracked) == 7
 

@@ -1,4 +1,5 @@
-"""Eval modes and sharded evaluate() (methods.md §0.11; pitfalls P11, P12) with fake per-pixel models."""
+"""Eval modes and sharded evaluate() (docs/datasets.md, Evaluation modes) with fake per-pixel models: sliding
+windows are full-size for any class count, and every valid pixel counts exactly once."""
 
 import numpy as np
 import pytest
@@ -162,7 +163,7 @@ def test_sharded_evaluate_matches_single_process(mode, kw):
         total = sum(res.confusion for res in results)
         np.testing.assert_array_equal(total, ref)
         assert sum(res.num_images for res in results) == len(source)
-    if crop is None:  # every valid ground-truth pixel counted exactly once (P12)
+    if crop is None:  # every valid ground-truth pixel counted exactly once
         assert ref.sum() == sum(int((s.mask != 255).sum()) for s in source.samples)
     single = evaluate(model, source, c, mode, **kw)
     assert single.confusion.dtype == np.int64

@@ -1,4 +1,4 @@
-"""FixMatch with `teacher: ema` (UniMatch V2's FixMatch, methods.md §3): labels from an EMA teacher."""
+"""FixMatch with `teacher: ema` (UniMatch V2's FixMatch, docs/methods/fixmatch.md): labels from an EMA teacher."""
 
 import pytest
 import torch

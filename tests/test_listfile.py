@@ -59,7 +59,7 @@ def test_read_real_list_without_trailing_newline():
     path = SPLITS / "pascal" / "92" / "labeled.txt"
     if not path.is_file():
         pytest.skip(f"shared split lists not found at {SPLITS}")
-    assert not path.read_bytes().endswith(b"\n")  # the P24 case
+    assert not path.read_bytes().endswith(b"\n")  # a real list without a trailing newline
     entries = read_list(path)
     assert len(entries) == 92
     assert entries[0] == ListEntry("JPEGImages/2007_000733.jpg", "SegmentationClass/2007_000733.png", 1, str(path))
@@ -141,7 +141,7 @@ def test_mask_size_mismatch(tmp_path):
 
 
 def test_label_out_of_range(tmp_path):
-    source = make_source(tmp_path, tiny_mask(C, 200))  # C itself is out of range (P36)
+    source = make_source(tmp_path, tiny_mask(C, 200))  # C itself is out of range: valid labels are 0..C-1
     with pytest.raises(SemisegError, match=rf"a\.png .*has values {C}, 200 outside 0\.\.{C - 1}.*map them to 255"):
         source.load(0)
 

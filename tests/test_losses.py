@@ -1,4 +1,4 @@
-"""Losses against hand computations (methods.md §0.7)."""
+"""Losses against hand computations (the objectives of docs/methods/*.md)."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""Mean Teacher (methods.md §2) against hand computations; pitfalls P7 and P32."""
+"""Mean Teacher (docs/methods/mean_teacher.md) against hand computations: the teacher is updated from the
+post-step student and shares no storage with it."""
 
 import math
 
@@ -65,9 +66,9 @@ def test_ema_runs_after_the_optimiser_step_over_parameters_only():
     method.after_step()
     student = dict(method.model.named_parameters())
     for name, p in method.teacher.net.named_parameters():
-        expected = 0.99 * teacher_before[name] + 0.01 * student[name]  # the post-step student (P32)
+        expected = 0.99 * teacher_before[name] + 0.01 * student[name]  # the post-step student
         assert torch.allclose(p, expected, atol=1e-6), name
-        assert p.grad is None and p.data_ptr() != student[name].data_ptr()  # no gradient, own storage (P7)
+        assert p.grad is None and p.data_ptr() != student[name].data_ptr()  # no gradient, own storage
     # buffers are the teacher's own: its train-mode forward moved its running mean, the EMA did not touch it
     t_buf = dict(method.teacher.net.named_buffers())
     s_buf = dict(method.model.named_buffers())

@@ -1,4 +1,5 @@
-"""ConfusionMatrix and format_iou_table against hand computations and a numpy reference (§0.11, P36)."""
+"""ConfusionMatrix and format_iou_table against hand computations and a numpy reference
+(docs/datasets.md, Evaluation modes); a label equal to the class count is rejected, not counted."""
 
 import numpy as np
 import pytest

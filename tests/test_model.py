@@ -54,7 +54,7 @@ def test_local_weights_file_round_trip_and_strictness(tmp_path):
     model = tiny("resnet18")
     load_pretrained(model.encoder, str(path))
     assert torch.equal(model.encoder.body.state_dict()["conv1.weight"], source.state_dict()["conv1.weight"])
-    # P22: weights of a deeper network never load silently into a shallower one
+    # weights of a deeper network never load silently into a shallower one
     deeper = tmp_path / "r34.pth"
     torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), deeper)
     with pytest.raises(SemisegError, match="r34.pth"):

@@ -1,4 +1,5 @@
-"""OHEM CE (methods.md §0.7), Mean Teacher's softmax MSE (§2) and the sigmoid ramp-up, by hand."""
+"""OHEM CE (docs/methods/supervised.md), Mean Teacher's softmax MSE and the sigmoid ramp-up
+(docs/methods/mean_teacher.md), by hand."""
 
 import math
 
@@ -58,7 +59,7 @@ def test_ohem_class_weights_weighted_mean_and_gradient_only_through_ce():
 
 
 def test_ohem_min_kept_is_per_call():
-    # P29: callers pass K = per-image · B; the same per-image K on a doubled batch keeps twice the pixels
+    # K is per call: callers pass K = per-image · B; the same per-image K on a doubled batch keeps twice the pixels
     torch.manual_seed(0)
     logits = torch.randn(1, 3, 8, 8) * 3
     target = torch.randint(0, 3, (1, 8, 8))

@@ -1,4 +1,5 @@
-"""Feature perturbations: UniMatch V1's FP dropout and V2's complementary channel dropout (§5.1, §6.3)."""
+"""Feature perturbations: UniMatch V1's FP dropout and V2's complementary channel dropout
+(docs/methods/unimatch.md, docs/methods/unimatch_v2.md)."""
 
 import torch
 

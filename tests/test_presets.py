@@ -38,7 +38,7 @@ def write_files(root, lines, value=1, masks=True):
 
 def write_list(path, lines):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))  # no trailing newline, like many real lists (P24)
+    path.write_text("\n".join(lines))  # no trailing newline, like many real lists
 
 
 def fake_split(tmp_path, dataset, split, n_lab=3, n_unl=4, n_val=2, value=1):

@@ -14,7 +14,7 @@ def test_every_item_appears_once_per_pass():
 
 
 def test_shorter_list_is_cycled_without_dropping(tmp_path):
-    # P8: with 7 labeled and 9 unlabeled, the first 9 labeled draws cover all 7 labeled ids
+    # no image dropped: with 7 labeled and 9 unlabeled, the first 9 labeled draws cover all 7 labeled ids
     labeled = StepSampler(7, 3, seed=0, stream=0)
     first = [i for step in range(3) for i, _ in labeled.global_batch(step)]
     assert set(first) == set(range(7))

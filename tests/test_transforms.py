@@ -1,4 +1,5 @@
-"""Weak pipelines W-U / W-C and the strong photometric view (methods.md §0.3-§0.5, P5, P28)."""
+"""Weak pipelines W-U / W-C and the strong photometric view (docs/datasets.md): padding is ignored and
+invalid exactly, and a crop never exposes padding when the image covers it."""
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_padding_is_ignore_and_invalid_exactly(kind):
 
 @pytest.mark.parametrize("kind", sorted(PIPELINES))
 def test_no_padding_when_image_covers_crop(kind):
-    # h = S + 1: the offset must be 0 or 1 (never S - h + 1 = 2, which would expose a padded row; P28).
+    # h = S + 1: the offset must be 0 or 1 (never S - h + 1 = 2, which would expose a padded row).
     h, w, crop = 33, 40, 32
     img = _coord_image(h, w)
     mask = np.full((h, w), 3, np.uint8)

@@ -1,4 +1,5 @@
-"""UniMatch V1 (methods.md §5) against a hand computation; pitfalls P13 / P31 (one pseudo-label source)."""
+"""UniMatch V1 (docs/methods/unimatch.md) against a hand computation: the CutMix partner is another image
+of the batch, and its pseudo-labels come from the same weak forward (one pseudo-label source)."""
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def test_loss_by_hand_with_fp_stream_and_two_strong_views():
     u = batch["unlabeled"]
     x_w, v, x_s, boxes = u["image_w"], u["valid"], u["image_s"], u["box"]
     b = len(x_w)
-    partner = [(i + 1) % b for i in range(b)]  # P13: another image of the batch
+    partner = [(i + 1) % b for i in range(b)]  # another image of the batch
     with torch.no_grad():
         torch.manual_seed(3)
         loss, logs = method.training_step(batch, StepContext.at(0.0))
@@ -42,7 +43,7 @@ def test_loss_by_hand_with_fp_stream_and_two_strong_views():
         for k in range(2):
             m = boxes[:, k]
             x_mix = torch.where(m[:, None], x_s[partner, k], x_s[:, k])
-            target = torch.where(m, pseudo[partner], pseudo)  # the partner's labels of the same forward (P31)
+            target = torch.where(m, pseudo[partner], pseudo)  # the partner's labels of the same forward
             sel = torch.where(m, conf[partner], conf) >= tau
             loss_s.append(masked_ce(method.model(x_mix), target, sel.float(), torch.where(m, v[partner], v)))
         loss_fp = masked_ce(z_fp, pseudo, (conf >= tau).float(), v)

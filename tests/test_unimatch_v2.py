@@ -1,5 +1,6 @@
-"""UniMatch V2 (methods.md §6): the teacher is an EMA of the student (not the student), it labels the
-weak view, the strong pair gets complementary channel dropout; on a tiny DPT too. Pitfalls P7, P18, P30."""
+"""UniMatch V2 (docs/methods/unimatch_v2.md): the teacher is an EMA of the student (not the student), it
+labels the weak view, the strong pair gets complementary channel dropout; on a tiny DPT too. The teacher
+shares no storage with the student, integer buffers keep their dtype, unlabeled masks are never read."""
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_teacher_is_an_ema_of_the_student_with_warmup():
     student = method.model.state_dict()
     for k, t in method.teacher.net.state_dict().items():
         assert torch.equal(t, student[k]), k
-        assert t.dtype == student[k].dtype  # P18: num_batches_tracked stays an integer
+        assert t.dtype == student[k].dtype  # num_batches_tracked stays an integer
     before = {k: v.clone() for k, v in method.teacher.net.state_dict().items()}
     _sgd_step(method, fake_batch(method, 1))
     student = method.model.state_dict()
@@ -54,7 +55,7 @@ def test_teacher_is_an_ema_of_the_student_with_warmup():
     assert changed > 0  # the teacher is not the student
     assert int(method.teacher.updates) == 2
     for p_t, p_s in zip(method.teacher.parameters(), method.model.parameters()):
-        assert p_t.grad is None and not p_t.requires_grad and p_t.data_ptr() != p_s.data_ptr()  # P7
+        assert p_t.grad is None and not p_t.requires_grad and p_t.data_ptr() != p_s.data_ptr()  # own storage
 
 
 def test_pseudo_labels_come_from_the_teacher_and_views_get_complementary_dropout():
@@ -99,7 +100,7 @@ def test_pseudo_labels_come_from_the_teacher_and_views_get_complementary_dropout
 
 
 class _ViewsOnly(dict):
-    """An unlabeled batch that fails if anything but the views is read (no masks: P30)."""
+    """An unlabeled batch that fails if anything but the views is read (unlabeled masks are never read)."""
 
     def __getitem__(self, key):
         assert key in ("image_w", "image_s", "box", "valid", "index"), f"unlabeled batch read '{key}'"

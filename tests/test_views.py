@@ -1,4 +1,5 @@
-"""Labeled / unlabeled view datasets (methods.md §0.3-§0.6, pitfall P30)."""
+"""Labeled / unlabeled view datasets (docs/datasets.md, docs/method_interface.md: Views); unlabeled masks
+are never read, validity comes from the crop geometry."""
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ def test_unlabeled_without_mask_files(tmp_path):
 
 
 def test_unlabeled_ignores_masks_validity_from_geometry():
-    # Masks full of 255 would make a mask-derived validity all False (P30): validity must come from geometry.
+    # Masks full of 255 would make a mask-derived validity all False: validity must come from geometry.
     src = ArraySource(h=20, w=24, mask_value=255)
     ds = UnlabeledDataset(src, WeakCPS(S, scales=(1.0,)), num_strong=0)
     item = ds[0]
