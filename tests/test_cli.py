@@ -80,9 +80,9 @@ def test_train_eval_predict_synthetic(tmp_path, capsys):
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(images / "a.jpg")
     code, stdout, err = run(capsys, "predict", out / "best.pt", images, "--out", tmp_path / "pred")
     assert code == 0, err
-    pred = Image.open(tmp_path / "pred" / "a.png")
+    pred = Image.open(tmp_path / "pred" / "a.jpg.pred.png")
     assert pred.mode == "P" and pred.size == (50, 40)
-    assert (tmp_path / "pred" / "a_overlay.jpg").is_file()
+    assert (tmp_path / "pred" / "a.jpg.overlay.jpg").is_file()
 
 
 def test_resume_auto_continues_from_latest(tmp_path, capsys):
@@ -110,7 +110,7 @@ def test_eval_and_predict_a_named_network(tmp_path, capsys):
     code, _, err = run(capsys, "predict", out / "latest.pt", tmp_path / "x.png", "--out", tmp_path / "p",
                        "--network", "teacher")
     assert code == 0, err
-    assert Image.open(tmp_path / "p" / "x.png").size == (24, 20)
+    assert Image.open(tmp_path / "p" / "x.png.pred.png").size == (24, 20)
     code, _, err = run(capsys, "eval", out / "latest.pt", "--network", "student")
     assert_one_line_error(code, err, "unknown network 'student'", "model, teacher")
 

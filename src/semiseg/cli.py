@@ -45,7 +45,7 @@ def _cmd_train(args) -> int:
     cfg = load_config(args.config, overrides)
     if cfg.output_dir is None:
         cfg.output_dir = _default_output_dir(args.config, overrides)
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
             print(f"{summary['method']}: last mIoU {summary['last_miou']:.2f}, best {summary['best_miou']:.2f} "
               f"(iteration {summary['best_step']}); outputs in {cfg.output_dir}")
@@ -66,7 +66,8 @@ def _cmd_predict(args) -> int:
     from .engine.inference import predict_files
 
     written = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network)
-    print(f"wrote {len(written)} predictions (palette PNG + overlay) to {args.out}")
+    print(f"wrote {len(written)} predictions to {args.out} (per image NAME.EXT: NAME.EXT.pred.png palette PNG "
+          "+ NAME.EXT.overlay.jpg)")
     return 0
 
 
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--root", help="dataset folder (same as data.root=...)")
     p.add_argument("--resume", help="'auto' continues from output_dir/latest.pt if present, or a checkpoint path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="output_dir holds a run: delete its files (checkpoints, config.yaml, run_info.json, "
+                        "metrics.jsonl, summary.json, tensorboard/; nothing else) and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -120,10 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="segment images with a checkpoint",
-                       description="Write a palette PNG of the predicted classes and an overlay per image.")
+                       description="Write a palette PNG of the predicted classes and an overlay per image: "
+                                   "NAME.EXT gives NAME.EXT.pred.png and NAME.EXT.overlay.jpg in --out (folders "
+                                   "are read one level deep; images of several arguments that share a file name "
+                                   "keep their paths relative to a common folder). Inputs are never written to: "
+                                   "--out may be an input folder, and *.pred.png / *.overlay.jpg files there are "
+                                   "skipped as earlier predictions.")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
     _add_network_option(p)
     p.set_defaults(func=_cmd_predict)

@@ -4,7 +4,9 @@ The schema is a tree of dataclasses. Loading merges, in order: the schema
 defaults, the `_base_` files (a path or a list of paths, relative to the
 file that names them), the file itself, then the command-line overrides.
 Any unknown key, wrong type or missing required value raises `SemisegError`
-with one line naming the key (and the closest valid key).
+with one line naming the key (and the closest valid key); so does a value out
+of its range or choices (`config_checks`, run last, which also expands `~` in
+path options).
 
 The `method` section is typed by the method: each registered method class
 declares a `Params` dataclass, and `resolve_method_params` validates the
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
 from . import yaml_loader
+from .config_checks import check_config
 from .errors import SemisegError
 from .registry import closest
 
@@ -223,7 +226,7 @@ def load_config(path: Optional[str | Path], overrides: Sequence[str] = ()) -> Di
     method = cfg.method
     if not isinstance(method, DictConfig) or not isinstance(method.get("name"), str):
         raise SemisegError("config key 'method.name' must name a method (see `semiseg list`)")
-    return cfg
+    return check_config(cfg)
 
 
 def resolve_method_params(cfg: DictConfig, params_cls: type) -> Any:

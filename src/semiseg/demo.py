@@ -36,7 +36,7 @@ def run_demo(output_dir: str, overrides: list[str], seeds=(0,)) -> int:
             cfg = load_config(config, [*overrides, f"seed={seed}", f"output_dir={output_dir}/{name}_seed{seed}"])
             print(f"== {name}, seed {seed}: {cfg.train.total_iters} iterations, "
                   f"{cfg.data.num_labeled} labeled images ==", flush=True)
-            results[name].append(train(cfg))
+            results[name].append(train(cfg, overwrite=True))  # the demo replaces its own earlier runs
     names = results["supervised"][0]["class_names"]
     mean_iou = {name: np.mean([r["iou"] for r in runs], axis=0) for name, runs in results.items()}
     print()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ def _config_of(ckpt: dict, overrides) -> "OmegaConf":
         from ..config import _merge
 
         cfg = _merge(cfg, parse_overrides(overrides), "command line")
-    return cfg
+    from ..config_checks import check_config
+
+    return check_config(cfg)
 
 
 def load_for_inference(path, overrides=(), device=None):
@@ -61,20 +64,73 @@ def evaluate_checkpoint(path, mode=None, root=None, overrides=(), network=None):
     return result, f"{cfg.method.name} ({Path(path).name}{which})"
 
 
+PRED_SUFFIX, OVERLAY_SUFFIX = ".pred.png", ".overlay.jpg"
+
+
+def _is_output(path: Path) -> bool:
+    """A file `predict` writes (`<name>.pred.png`, `<name>.overlay.jpg`): skipped when reading a folder."""
+    return path.name.lower().endswith((PRED_SUFFIX, OVERLAY_SUFFIX))
+
+
 def _collect(inputs) -> list[Path]:
+    """A folder's images (not recursive, sorted, without files `predict` wrote), or the file itself."""
     files = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _is_output(p))
         elif path.is_file():
             files.append(path)
         else:
             raise SemisegError(f"input not found: {item}")
     if not files:
         raise SemisegError(f"no images found in {', '.join(map(str, inputs))} "
-                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))}; files named *{PRED_SUFFIX} "
+                           f"or *{OVERLAY_SUFFIX} are earlier predictions and are skipped)")
     return files
+
+
+def plan_outputs(inputs, out_dir) -> list[tuple[Path, Path, Path]]:
+    """(input, palette PNG, overlay) per image, computed before anything is written.
+
+    An image `name.ext` gives `<out>/name.ext.pred.png` and `<out>/name.ext.overlay.jpg`. When two images
+    of different arguments share a file name (`x/a.png`, `y/a.png`), every output mirrors its image's path
+    relative to the arguments' common folder (`<out>/x/a.png.pred.png`, `<out>/y/a.png.pred.png`). An
+    image named twice (or through a link) is segmented once. Stops with one line if two outputs would be
+    the same file or an output would replace an input; an earlier prediction that is not an input is
+    overwritten."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SemisegError(f"--out {out} is an existing file, not a folder: give a folder for the predictions")
+    files, seen = [], set()
+    for file in _collect(inputs):
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(file)
+    names = [file.name for file in files]
+    if len(set(names)) == len(names):
+        relative = [Path(name) for name in names]
+    else:
+        absolute = [Path(os.path.normpath(file.absolute())) for file in files]
+        common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
+        relative = [a.relative_to(common) for a in absolute]
+    plan = [(file, out / rel.parent / f"{rel.name}{PRED_SUFFIX}", out / rel.parent / f"{rel.name}{OVERLAY_SUFFIX}")
+            for file, rel in zip(files, relative)]
+    inputs_at = {file.resolve(): file for file in files}
+    written_by: dict[Path, Path] = {}
+    for file, *outputs in plan:
+        for output in outputs:
+            key = output.resolve()
+            if key in inputs_at:
+                raise SemisegError(f"the prediction for {file} would be written to {output}, which is the input "
+                                   f"{inputs_at[key]}: pass --out a folder of its own, or rename the image")
+            if key in written_by:
+                raise SemisegError(f"{written_by[key]} and {file} would both be predicted to {output}: "
+                                   f"predict them into different --out folders")
+            written_by[key] = file
+    return plan
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -108,16 +164,22 @@ class Segmenter:
 
 
 def predict_files(path, inputs, out_dir, mode: str = "original", network=None) -> list[Path]:
-    """For each image: `<stem>.png` (class ids with the preset palette) and `<stem>_overlay.jpg`."""
+    """For each image `name.ext`: `name.ext.pred.png` (class ids with the preset palette) and
+    `name.ext.overlay.jpg` under `out_dir` (see `plan_outputs`); inputs are never written to."""
+    plan = plan_outputs(inputs, out_dir)
     segment = Segmenter(path, network, mode)
-    files = _collect(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for file in files:
+    for file, pred_path, overlay_path in plan:
         rgb = _read_rgb(file)
         labels = segment(rgb)
-        palette_image(labels, segment.palette).save(out / f"{file.stem}.png")
-        overlay(rgb, labels, segment.palette).save(out / f"{file.stem}_overlay.jpg", quality=92)
-        written.append(out / f"{file.stem}.png")
+        target = pred_path.parent
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            target = pred_path
+            palette_image(labels, segment.palette).save(pred_path)
+            target = overlay_path
+            overlay(rgb, labels, segment.palette).save(overlay_path, quality=92)
+        except OSError as exc:
+            raise SemisegError(f"cannot write {target}: {exc.strerror or exc}") from None
+        written.append(pred_path)
     return written

@@ -4,11 +4,48 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 
+def drop_records_after(path: Path, step: int, kinds_at_step: tuple = ()) -> int:
+    """Rewrite metrics.jsonl without the records of steps > `step` and those of `step` whose kind is in
+    `kinds_at_step` (what a resumed run logs again), and without a torn last line (a kill mid-write);
+    atomically (temporary file, then a rename). Returns how many lines went; the file is not touched when
+    none does."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for index, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if index == len(lines) - 1 and not line.endswith("\n"):
+                continue  # torn by a kill: the resumed run logs that step again
+            kept.append(line)
+            continue
+        at = record.get("step") if isinstance(record, dict) else None
+        again = isinstance(at, (int, float)) and (at > step or (at == step and record.get("kind") in kinds_at_step))
+        if not again:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept == lines:
+        return 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.writelines(kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
+
+
 class RunLogger:
-    def __init__(self, output_dir: Path, enabled: bool = True):
+    """metrics.jsonl and TensorBoard events; the constructor creates `tensorboard/`, so the trainer builds
+    it only once the run is validated. `purge_step`: a resumed run's first step (TensorBoard hides the
+    earlier run's events from there on)."""
+
+    def __init__(self, output_dir: Path, enabled: bool = True, purge_step: int | None = None):
         self.enabled = enabled
         self.path = output_dir / "metrics.jsonl"
         self.writer = None
@@ -16,7 +53,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+                self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=purge_step)
             except ImportError:  # tensorboard is optional at run time
                 self.writer = None
 

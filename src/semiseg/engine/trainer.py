@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -24,13 +26,19 @@ from .distributed import gather_objects, init_distributed, mean_over_ranks, shut
 from .environment import seed_everything, set_deterministic
 from .evaluator import evaluate
 from .guardrails import StepLosses, stop_if_nonfinite
-from .logger import RunLogger
+from .logger import RunLogger, drop_records_after
 from .metrics import format_iou_table
 from .precision import Precision
 from .rng_state import capture_rng_state, restore_rng_state
 from .run_info import write_run_info
 from .schedule import remember_base_lr, set_lr
 from .sync_batchnorm import convert_to_sync_batchnorm
+
+# What a run writes in its output_dir: a run is there when any of these is; `--overwrite` deletes these (and
+# the temporary files of a write a kill interrupted), never anything else in the folder.
+RUN_FILES = ("latest.pt", "best.pt", "config.yaml", "run_info.json", "metrics.jsonl", "summary.json")
+RUN_DIRS = ("tensorboard",)
+RUN_TEMPORARIES = ("latest.pt.tmp", "best.pt.tmp", "metrics.jsonl.tmp")
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -54,13 +62,16 @@ def _to_device(batch, device, memory_format=torch.contiguous_format):
 
 
 class Trainer:
-    def __init__(self, cfg, resume: str | None = None, progress: bool = True):
+    def __init__(self, cfg, resume: str | None = None, progress: bool = True, overwrite: bool = False):
+        """Builds and validates everything (config, data lists, method, the checkpoint to resume) and writes
+        nothing: the run directory is written from `train()` on (`_open_run`), so a failed start leaves an
+        existing one as it was and creates none."""
         self.cfg = cfg
         self.output_dir = Path(cfg.output_dir)
         self.dist = init_distributed(cfg.device)
         self.device = self.dist.device
-        if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.overwrite, self.resumed = overwrite, bool(resume)
+        self._check_output_dir(resume, overwrite)
         set_deterministic(cfg.deterministic)
         # The networks are built under the global seed on every rank (DDP also broadcasts rank 0's
         # weights); then ranks > 0 switch to their own stream seed + rank (docs/distributed.md), while rank 0 goes
@@ -83,6 +94,7 @@ class Trainer:
         self.iters_per_epoch = iters_per_epoch(cfg, self.splits, self.method.views())
         self.step, self.best = 0, {"miou": -1.0, "step": -1}
         self.last_saved = None
+        self.eval_pending = False  # resumed from a latest.pt written before its evaluation finished
         self.progress = progress and self.dist.is_main
         if self.dist.rank > 0:
             seed_everything(cfg.seed, self.dist.rank)
@@ -90,13 +102,77 @@ class Trainer:
             self._resume(resume)
         self.runners = [UpdateRunner(update, self.dist, cfg.train.ddp_find_unused_parameters)
                         for update in self.updates]
+        self.logger = None  # built by _open_run
+
+    # -- the run directory ------------------------------------------------------------------
+    def _run_in_output_dir(self) -> str | None:
+        """What says output_dir holds a run ("latest.pt at iteration N", or the files found); None if nothing."""
+        found = [name for name in RUN_FILES + RUN_DIRS if (self.output_dir / name).exists()]
+        if not found:
+            return None
+        latest = self.output_dir / "latest.pt"
+        if latest.is_file():
+            try:  # mmap: only the step is read, not the tensors
+                step = int(torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"])
+            except Exception:
+                return "an unreadable latest.pt"
+            return f"latest.pt at iteration {step}"
+        return f"{', '.join(found)}; no latest.pt"
+
+    def _output_dir_problem(self, resume: str | None, overwrite: bool) -> str | None:
+        out = self.output_dir
+        if out.exists() and not out.is_dir():
+            return f"output_dir {out} is a file, not a folder; pick another output_dir"
+        if overwrite and resume == "auto":
+            return ("--overwrite starts the run in output_dir over and --resume auto continues it: "
+                    "give one of the two")
+        if overwrite:
+            if resume and Path(resume).resolve() in {(out / name).resolve() for name in RUN_FILES}:
+                return (f"--overwrite would delete {resume}, the checkpoint --resume names; "
+                        f"copy it out of {out} first, or drop --overwrite")
+            return None
+        if resume == "auto" or (resume and Path(resume).resolve().parent == out.resolve()):
+            return None  # continuing this very run (from latest.pt, best.pt, a copy of one)
+        run = self._run_in_output_dir()
+        if run is None:
+            return None
+        return (f"{out} holds a run ({run}); continue it with --resume auto, or start over with --overwrite "
+                "(or pick another output_dir)")
+
+    def _check_output_dir(self, resume: str | None, overwrite: bool) -> None:
+        """Never write into another run unless told to (--resume / --overwrite). Rank 0 looks (it alone writes
+        there), every rank gets its answer, so all stop or none does."""
+        problem = self._output_dir_problem(resume, overwrite) if self.dist.is_main else None
+        problem = gather_objects(problem, self.dist)[0]
+        if problem:
+            raise SemisegError(problem)
+
+    def _open_run(self) -> None:
+        """The first writes into output_dir, once everything is validated: with --overwrite the old run's
+        files go first; a resumed run drops the records of steps after its checkpoint (it logs them again)."""
         if self.dist.is_main:
-            (self.output_dir / "config.yaml").write_text(to_yaml(cfg))
-            write_run_info(self.output_dir, cfg.seed, world_size=self.dist.world_size,
+            if self.overwrite:
+                for name in RUN_FILES + RUN_TEMPORARIES:
+                    path = self.output_dir / name
+                    if path.is_file() or path.is_symlink():
+                        path.unlink()
+                for name in RUN_DIRS:
+                    path = self.output_dir / name
+                    if path.is_symlink():
+                        path.unlink()
+                    elif path.is_dir():
+                        shutil.rmtree(path)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.resumed:  # (and the val record of a pending evaluation: it is run again)
+                drop_records_after(self.output_dir / "metrics.jsonl", self.step,
+                                   kinds_at_step=("val",) if self.eval_pending else ())
+            (self.output_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            write_run_info(self.output_dir, self.cfg.seed, world_size=self.dist.world_size,
                            extra={"data_lists": self.splits.lists,
                                   "accumulation_steps": self.plan.accumulation_steps,
                                   "micro_batch_size": self.plan.labeled_per_pass})
-        self.logger = RunLogger(self.output_dir, enabled=self.dist.is_main)
+        self.logger = RunLogger(self.output_dir, enabled=self.dist.is_main,
+                                purge_step=self.step + 1 if self.resumed else None)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
@@ -112,13 +188,15 @@ class Trainer:
                 "seed": self.cfg.seed, "train.total_batch_size": t.total_batch_size,
                 "train.unlabeled_batch_size": t.unlabeled_batch_size or t.total_batch_size}
 
-    def _checkpoint(self, rng_per_rank: list) -> dict:
+    def _checkpoint(self, rng_per_rank: list, eval_pending: bool = False) -> dict:
         return {
             "method": self.method.state_dict(),
             "optimizers": {update.name: update.optimizer.state_dict() for update in self.updates},
             "scaler": self.precision.state_dict(),
             "step": self.step,
             "best": dict(self.best),
+            # written before the evaluation of its step, rewritten after it: a resume runs a pending one first
+            "eval_pending": eval_pending,
             "rng": {"world_size": self.dist.world_size, "per_rank": rng_per_rank},
             # the sampler is stateless: the batch of step t is a function of (seed, stream, t),
             # so the next batch is fixed by the step (recorded here with what fixes the stream)
@@ -148,6 +226,7 @@ class Trainer:
         self._load_optimizers(ckpt, path)
         self.precision.load_state_dict(ckpt.get("scaler"))
         self.step, self.best = int(ckpt["step"]), dict(ckpt["best"])
+        self.eval_pending = bool(ckpt.get("eval_pending", False))
         self.last_saved = (str(path), self.step)
         rng = ckpt["rng"]
         if "per_rank" not in rng:  # checkpoints written before distributed training
@@ -160,13 +239,18 @@ class Trainer:
                         f"{self.dist.world_size}; the data are the same, method-internal randomness is reseeded")
         self._print(f"resumed from {path} at iteration {self.step}")
 
-    def _save(self, name: str) -> None:
-        """Collective (every rank calls it): rank 0 writes the file with every rank's RNG state."""
-        rng_per_rank = gather_objects(capture_rng_state(), self.dist)
+    def _save(self, *names: str, rng_per_rank: list | None = None, eval_pending: bool = False) -> list:
+        """Collective (every rank calls it): rank 0 writes the files with every rank's RNG state (gathered
+        here unless given: every rank must pass it or none). Returns that state."""
+        if rng_per_rank is None:
+            rng_per_rank = gather_objects(capture_rng_state(), self.dist)
         if self.dist.is_main:
-            save_atomic(self._checkpoint(rng_per_rank), self.output_dir / name)
-        if name == "latest.pt":
-            self.last_saved = (str(self.output_dir / name), self.step)
+            checkpoint = self._checkpoint(rng_per_rank, eval_pending)
+            for name in names:
+                save_atomic(checkpoint, self.output_dir / name)
+        if "latest.pt" in names:
+            self.last_saved = (str(self.output_dir / "latest.pt"), self.step)
+        return rng_per_rank
 
     def _last_checkpoint_note(self) -> str:
         if self.last_saved is None:
@@ -179,7 +263,9 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self):
+        """RNG-neutral: the checkpoint written before it holds the state the training goes on with."""
         cfg = self.cfg
+        rng = capture_rng_state()
         self.method.eval()
         try:
             result = evaluate(self.method.predict, self.splits.val, self.num_classes,
@@ -190,18 +276,23 @@ class Trainer:
                               class_names=list(self.preset.class_names))
         finally:
             self.method.train()
+            restore_rng_state(rng)
         return result
 
-    def _after_eval(self, result) -> None:
+    def _evaluate_at_step(self, rng_per_rank: list | None = None):
+        """The evaluation of an eval point, whose latest.pt (eval_pending) is already written: log it, then
+        latest.pt again (its step evaluated, maybe a new best) and best.pt when it improved, with the RNG
+        states of the training step (`rng_per_rank`, those of the checkpoint before the evaluation)."""
+        result = self.evaluate()
         improved = result.miou > self.best["miou"]
         if improved:
             self.best = {"miou": result.miou, "step": self.step}
         self.logger.log(self.step, {"miou": result.miou, "miou_present": result.miou_present,
                                     **{f"iou/{n}": 100 * v for n, v in zip(self.preset.class_names, result.iou)}},
                         kind="val")
-        self._save("latest.pt")
-        if improved:
-            self._save("best.pt")
+        self._save("latest.pt", *(["best.pt"] if improved else []), rng_per_rank=rng_per_rank)
+        self.eval_pending = False
+        return result
 
     # -- one optimiser step -------------------------------------------------------------------
     def _load_optimizers(self, ckpt: dict, path) -> None:
@@ -261,9 +352,16 @@ class Trainer:
         self.method.train()
         batches = build_train_batches(cfg, self.preset, self.splits, self.method, self.step, self.plan,
                                       self.dist.rank)
+        # the first batch before the first write: the loaders' own checks (and the first images) pass first
+        first = next(batches, None)
+        self._open_run()
+        batches = itertools.chain([first] if first is not None else [], batches)
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    desc=f"{cfg.method.name}", leave=True)
         result = None
+        if self.eval_pending:  # the run stopped during the evaluation of its checkpoint's step: that one first
+            self._print(f"iteration {self.step} was not evaluated yet: evaluating it first")
+            result = self._evaluate_at_step()
         start_time, start_step = time.time(), self.step
         for passes in batches:
             lrs = self._set_lrs()
@@ -275,9 +373,9 @@ class Trainer:
                 self.logger.log(self.step, {**values, **lrs})
                 bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lrs['lr']:.2e}")
             at_eval = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
-            if at_eval:
-                result = self.evaluate()
-                self._after_eval(result)
+            if at_eval:  # latest.pt first: a failing evaluation costs no training
+                rng_per_rank = self._save("latest.pt", eval_pending=True)
+                result = self._evaluate_at_step(rng_per_rank)
                 if self.progress:
                     bar.write(f"iteration {self.step}: mIoU {result.miou:.2f} (best {self.best['miou']:.2f} "
                               f"at {self.best['step']})")
@@ -300,11 +398,12 @@ class Trainer:
         return summary
 
 
-def train(cfg, resume: str | None = None, progress: bool = True) -> dict:
-    """Train on this process (and its torchrun peers, if any); the process group ends with the run."""
+def train(cfg, resume: str | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+    """Train on this process (and its torchrun peers, if any); the process group ends with the run.
+    An output_dir holding a run needs `resume` ("auto" continues it) or `overwrite` (deletes its files)."""
     if not math.isfinite(cfg.train.lr) or cfg.train.lr <= 0:
         raise SemisegError("train.lr must be a positive number")
     try:
-        return Trainer(cfg, resume, progress).train()
+        return Trainer(cfg, resume, progress, overwrite).train()
     finally:
         shutdown_distributed()
