@@ -137,8 +137,10 @@ class ToyAdversarial(Method):
         return loss_d, {"loss_d": loss_d.detach()}
 
 
-if NAME not in METHODS:
-    METHODS.register(NAME)(ToyAdversarial)
+@pytest.fixture
+def registered(monkeypatch):
+    """The toy method in the registry for one test only (other tests see the package's methods)."""
+    monkeypatch.setitem(METHODS._items, NAME, ToyAdversarial)
 
 
 # -- the tests -------------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_toy_method_on_two_processes_logs_the_losses_of_one(tmp_path):
             assert torch.equal(state_two[key], value), key
 
 
-def test_toy_method_declares_its_needs_and_the_engine_reads_them():
+def test_toy_method_declares_its_needs_and_the_engine_reads_them(registered):
     from semiseg.config import load_config
     from semiseg.engine.build import build_method
     from semiseg.errors import SemisegError
@@ -244,7 +246,8 @@ def test_toy_method_declares_its_needs_and_the_engine_reads_them():
         check_updates(method, updates)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the `semiseg` command line with the toy method registered
     from semiseg.cli import main
 
+    METHODS.register(NAME)(ToyAdversarial)
     sys.exit(main(sys.argv[1:]))

@@ -92,9 +92,20 @@ def _add_network_option(p: argparse.ArgumentParser) -> None:
                         "instead of the one the method predicts with")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line contract: a usage error is one `error: ...` line and exit status 2, and
+    options are never abbreviated (`--resum` is an error, not `--resume`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised semantic segmentation.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="semiseg", description="Semi-supervised semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("list", help="list methods, datasets and encoders")
     p.set_defaults(func=_cmd_list)

@@ -181,10 +181,30 @@ def _key_error_message(exc: Exception, where: str) -> str:
     return f"{where}: invalid value for '{full_key}': {msg}"
 
 
+def _section_given_a_value(base: Any, layer: Any, prefix: str = "") -> Optional[str]:
+    """The dotted key where `layer` puts a plain value on a section (a mapping) of `base`, if any."""
+    if not isinstance(layer, (dict, DictConfig)):
+        return None
+    for key, value in layer.items():
+        node = base.get(key) if isinstance(base, (dict, DictConfig)) else None
+        if isinstance(node, (dict, DictConfig)):
+            if not isinstance(value, (dict, DictConfig)) and value is not None:
+                return f"{prefix}{key}"
+            found = _section_given_a_value(node, value, f"{prefix}{key}.")
+            if found:
+                return found
+    return None
+
+
 def _merge(base: DictConfig, layer: Any, where: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, layer)
     except (oc_errors.ConfigKeyError, oc_errors.ValidationError) as exc:
+        section = None if getattr(exc, "full_key", None) or getattr(exc, "key", None) else \
+            _section_given_a_value(base, layer)
+        if section:
+            raise SemisegError(f"{where}: '{section}' is a section, not a value: set one of its keys, e.g. "
+                               f"{section}.<key>=... (see docs/config.md)") from None
         raise SemisegError(_key_error_message(exc, where)) from None
     except oc_errors.OmegaConfBaseException as exc:
         raise SemisegError(f"{where}: {str(exc).splitlines()[0]}") from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
 from pathlib import Path
 
@@ -10,16 +13,75 @@ import torch
 from ..errors import SemisegError
 from ..files import safe_torch_load
 
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EEXIST: "a file of that name is in the way", errno.EISDIR: "it is a folder"}
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def write_error_line(path: str | Path, exc: OSError, needed: int | None = None, note: str = "") -> str:
+    """One line for a failed write: the file, the reason (and for a full disk the size being written),
+    `note` (what is intact), the fix."""
+    reason = _REASONS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__).lower()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space or set output_dir elsewhere"
+        if needed is not None:
+            reason += f" (needs {_megabytes(needed)})"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "make it writable or set output_dir elsewhere"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "set output_dir to a folder (or move the file away)"
+    else:
+        fix = "set output_dir elsewhere"
+    return f"cannot write {path}: {reason}; {note + '; ' if note else ''}{fix}"
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path: str | Path, note: str = ""):
+    """Turn an OSError of the writes inside into one SemisegError line naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise SemisegError(write_error_line(path, exc, note=note)) from None
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    """Write to `<path>.tmp`, fsync, then rename: a crash never leaves a half-written file."""
+    """Serialise in memory, write `<path>.tmp`, fsync, then rename: a crash, a kill or a Ctrl-C never
+    leaves a half-written file. A failed write (disk full, read-only, a file in the way) removes the
+    temporary file, leaves `path` as it was and raises one SemisegError line ("cannot write <path>:
+    <reason> (needs <size>); the previous <name> is intact; <fix>")."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        if path.is_file():
+            note = f"the previous {path.name} is intact"
+        else:
+            note = f"no {path.name} was written yet"
+        raise SemisegError(write_error_line(path, exc, needed=len(data), note=note)) from None
+    except BaseException:  # Ctrl-C (or another interruption) mid-write: only the temporary file goes
+        _remove_quietly(tmp)
+        raise
+    finally:
+        data.release()
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+from .checkpoint import reporting_write_errors
+
 
 def drop_records_after(path: Path, step: int, kinds_at_step: tuple = ()) -> int:
     """Rewrite metrics.jsonl without the records of steps > `step` and those of `step` whose kind is in
@@ -32,11 +34,17 @@ def drop_records_after(path: Path, step: int, kinds_at_step: tuple = ()) -> int:
     if kept == lines:
         return 0
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.writelines(kept)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with reporting_write_errors(path, note=f"{path.name} is as it was"):
+            with open(tmp, "w") as handle:
+                handle.writelines(kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    except BaseException:  # a failed write or a Ctrl-C: the temporary file goes, metrics.jsonl stays
+        if tmp.exists():
+            tmp.unlink()
+        raise
     return len(lines) - len(kept)
 
 
@@ -49,25 +57,30 @@ class RunLogger:
         self.enabled = enabled
         self.path = output_dir / "metrics.jsonl"
         self.writer = None
+        self.events = output_dir / "tensorboard"
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=purge_step)
             except ImportError:  # tensorboard is optional at run time
-                self.writer = None
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                with reporting_write_errors(self.events):
+                    self.writer = SummaryWriter(log_dir=str(self.events), purge_step=purge_step)
 
     def log(self, step: int, values: dict, kind: str = "train") -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in values.items()}
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
+        with reporting_write_errors(self.path):
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
         if self.writer is not None:
-            for key, value in clean.items():
-                if isinstance(value, float) and math.isfinite(value):
-                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+            with reporting_write_errors(self.events):
+                for key, value in clean.items():
+                    if isinstance(value, float) and math.isfinite(value):
+                        self.writer.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with reporting_write_errors(self.events):
+                self.writer.close()

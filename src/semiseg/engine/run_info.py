@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .checkpoint import reporting_write_errors
+
 PACKAGES = ("semiseg", "torch", "torchvision", "timm", "omegaconf", "numpy", "pillow")
 
 
@@ -46,4 +48,5 @@ def write_run_info(output_dir: Path, seed: int, world_size: int, extra: dict | N
         "world_size": world_size,
     }
     info.update(extra or {})
-    (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    with reporting_write_errors(output_dir / "run_info.json"):
+        (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -20,7 +20,7 @@ from ..methods.interface import StepContext, check_updates
 from .batch_plan import plan_from_config
 from .build import build_method, build_preset, build_train_batches, crop_size, iters_per_epoch
 from .checkpoint import (check_compatible, check_resume_fingerprint, load_checkpoint, load_method_state,
-                         save_atomic)
+                         reporting_write_errors, save_atomic)
 from .data_parallel import UpdateRunner
 from .distributed import gather_objects, init_distributed, mean_over_ranks, shutdown_distributed
 from .environment import seed_everything, set_deterministic
@@ -39,6 +39,16 @@ from .sync_batchnorm import convert_to_sync_batchnorm
 RUN_FILES = ("latest.pt", "best.pt", "config.yaml", "run_info.json", "metrics.jsonl", "summary.json")
 RUN_DIRS = ("tensorboard",)
 RUN_TEMPORARIES = ("latest.pt.tmp", "best.pt.tmp", "metrics.jsonl.tmp")
+
+
+def _unlink(path: Path) -> None:
+    with reporting_write_errors(path):
+        path.unlink()
+
+
+def _rmtree(path: Path) -> None:
+    with reporting_write_errors(path):
+        shutil.rmtree(path)
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -150,29 +160,39 @@ class Trainer:
     def _open_run(self) -> None:
         """The first writes into output_dir, once everything is validated: with --overwrite the old run's
         files go first; a resumed run drops the records of steps after its checkpoint (it logs them again)."""
+        problem = None  # a failed write stops every rank with its line (none waits in a collective)
         if self.dist.is_main:
-            if self.overwrite:
-                for name in RUN_FILES + RUN_TEMPORARIES:
-                    path = self.output_dir / name
-                    if path.is_file() or path.is_symlink():
-                        path.unlink()
-                for name in RUN_DIRS:
-                    path = self.output_dir / name
-                    if path.is_symlink():
-                        path.unlink()
-                    elif path.is_dir():
-                        shutil.rmtree(path)
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.resumed:  # (and the val record of a pending evaluation: it is run again)
-                drop_records_after(self.output_dir / "metrics.jsonl", self.step,
-                                   kinds_at_step=("val",) if self.eval_pending else ())
-            (self.output_dir / "config.yaml").write_text(to_yaml(self.cfg))
-            write_run_info(self.output_dir, self.cfg.seed, world_size=self.dist.world_size,
-                           extra={"data_lists": self.splits.lists,
-                                  "accumulation_steps": self.plan.accumulation_steps,
-                                  "micro_batch_size": self.plan.labeled_per_pass})
-        self.logger = RunLogger(self.output_dir, enabled=self.dist.is_main,
-                                purge_step=self.step + 1 if self.resumed else None)
+            try:
+                if self.overwrite:
+                    for name in RUN_FILES + RUN_TEMPORARIES:
+                        path = self.output_dir / name
+                        if path.is_file() or path.is_symlink():
+                            _unlink(path)
+                    for name in RUN_DIRS:
+                        path = self.output_dir / name
+                        if path.is_symlink():
+                            _unlink(path)
+                        elif path.is_dir():
+                            _rmtree(path)
+                with reporting_write_errors(self.output_dir):
+                    self.output_dir.mkdir(parents=True, exist_ok=True)
+                if self.resumed:  # (and the val record of a pending evaluation: it is run again)
+                    drop_records_after(self.output_dir / "metrics.jsonl", self.step,
+                                       kinds_at_step=("val",) if self.eval_pending else ())
+                with reporting_write_errors(self.output_dir / "config.yaml"):
+                    (self.output_dir / "config.yaml").write_text(to_yaml(self.cfg))
+                write_run_info(self.output_dir, self.cfg.seed, world_size=self.dist.world_size,
+                               extra={"data_lists": self.splits.lists,
+                                      "accumulation_steps": self.plan.accumulation_steps,
+                                      "micro_batch_size": self.plan.labeled_per_pass})
+                self.logger = RunLogger(self.output_dir, purge_step=self.step + 1 if self.resumed else None)
+            except SemisegError as exc:
+                problem = str(exc)
+        problem = gather_objects(problem, self.dist)[0]
+        if problem:
+            raise SemisegError(problem)
+        if not self.dist.is_main:
+            self.logger = RunLogger(self.output_dir, enabled=False)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
@@ -244,10 +264,22 @@ class Trainer:
         here unless given: every rank must pass it or none). Returns that state."""
         if rng_per_rank is None:
             rng_per_rank = gather_objects(capture_rng_state(), self.dist)
+        problem = None
         if self.dist.is_main:
             checkpoint = self._checkpoint(rng_per_rank, eval_pending)
             for name in names:
-                save_atomic(checkpoint, self.output_dir / name)
+                path = self.output_dir / name
+                try:
+                    save_atomic(checkpoint, path)
+                except SemisegError as exc:  # every rank stops with it (none waits in a collective)
+                    problem = str(exc)
+                    if self.last_saved and Path(self.last_saved[0]) == path:  # which one is intact
+                        problem = problem.replace(f"the previous {name} is intact",
+                                                  f"the previous {name} (iteration {self.last_saved[1]}) is intact")
+                    break
+        problem = gather_objects(problem, self.dist)[0]
+        if problem:
+            raise SemisegError(problem)
         if "latest.pt" in names:
             self.last_saved = (str(self.output_dir / "latest.pt"), self.step)
         return rng_per_rank
@@ -393,7 +425,8 @@ class Trainer:
         self.logger.log(self.step, {k: v for k, v in summary.items() if not isinstance(v, list)}, kind="summary")
         self.logger.close()
         if self.dist.is_main:
-            (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            with reporting_write_errors(self.output_dir / "summary.json"):
+                (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             print(format_iou_table({cfg.method.name: result.iou}, self.preset.class_names))
         return summary
 
