@@ -39,7 +39,7 @@ def make_camvid_tree(root, n_train=4, n_val=2, size=(24, 32)):
             Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
             Image.fromarray(rng.integers(0, 12, size, dtype=np.uint8)).save(root / f"{split}annot" / f"{i}.png")
             lines.append(f"{split}/{i}.png {split}annot/{i}.png")
-        (root / f"{split}.txt").write_text("\n".join(lines))
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from semiseg.cli import main
+from test_cli import make_camvid_tree
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
@@ -32,19 +33,9 @@ TINY = ["model.encoder=mobilenetv3_small_050", "model.pretrained=null", "model.a
         "train.unlabeled_batch_size=2", "train.eval_every=100"]
 
 
-def camvid_tree(root: Path, n: int = 2, size=(24, 32)) -> Path:
-    """A CamVid-like folder (11 classes, 255 = void after the preset's label map): train/val lists, PNGs."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        (root / f"{split}annot").mkdir(exist_ok=True)
-        lines = []
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
-            Image.fromarray(rng.integers(0, 12, size, dtype=np.uint8)).save(root / f"{split}annot" / f"{i}.png")
-            lines.append(f"{split}/{i}.png {split}annot/{i}.png")
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+def camvid_tree(root: Path) -> Path:
+    """A CamVid-like folder with 2 train and 2 val images (tests/test_cli.py)."""
+    return make_camvid_tree(root, n_train=2, n_val=2)
 
 
 class Setup:

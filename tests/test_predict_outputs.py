@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import REPO
 from semiseg.cli import main
+from test_cli import assert_one_line_error
 
 TINY_MODEL = ["model.encoder=resnet18", "model.pretrained=null", "model.aspp_channels=8", "model.decoder_channels=8",
               "model.low_level_channels=8", "data.num_workers=0", "train.total_batch_size=2",
@@ -39,14 +40,6 @@ def image(path, value, size=(12, 16)):
 
 def snapshot(folder):
     return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_out_equal_to_the_input_folder_keeps_the_inputs(checkpoint, tmp_path, capsys):
