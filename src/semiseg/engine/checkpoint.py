@@ -54,16 +54,29 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def save_atomic(obj: dict, path: str | Path) -> None:
-    """Serialise in memory, write `<path>.tmp`, fsync, then rename: a crash, a kill or a Ctrl-C never
-    leaves a half-written file. A failed write (disk full, read-only, a file in the way) removes the
-    temporary file, leaves `path` as it was and raises one SemisegError line ("cannot write <path>:
-    <reason> (needs <size>); the previous <name> is intact; <fix>")."""
+def checkpoint_step(path: str | Path) -> int | None:
+    """The iteration a checkpoint file holds (memory-mapped: its tensors are not read), None if unreadable."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:
+        return None
+
+
+def _kept(path: Path) -> str:
+    """What a failed write leaves: the previous file (a checkpoint with its iteration) or nothing."""
+    if not path.is_file():
+        return f"no {path.name} was written yet"
+    step = checkpoint_step(path) if path.suffix == ".pt" else None
+    return f"the previous {path.name}{f' (iteration {step})' if step is not None else ''} is intact"
+
+
+def write_atomic(path: str | Path, data) -> None:
+    """Write bytes to `<path>.tmp`, fsync, then rename: a crash, a kill or a Ctrl-C never leaves a
+    half-written `path`. A failed write (disk full, read-only, a file in the way) removes the temporary
+    file, leaves `path` as it was and raises one SemisegError line ("cannot write <path>: <reason>
+    (needs <size>); the previous <name> is intact; <fix>")."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getbuffer()
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -72,14 +85,19 @@ def save_atomic(obj: dict, path: str | Path) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
-        if path.is_file():
-            note = f"the previous {path.name} is intact"
-        else:
-            note = f"no {path.name} was written yet"
-        raise SemisegError(write_error_line(path, exc, needed=len(data), note=note)) from None
+        raise SemisegError(write_error_line(path, exc, needed=len(data), note=_kept(path))) from None
     except BaseException:  # Ctrl-C (or another interruption) mid-write: only the temporary file goes
         _remove_quietly(tmp)
         raise
+
+
+def save_atomic(obj: dict, path: str | Path) -> None:
+    """`obj` serialised in memory (so its size is known), then written with `write_atomic`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    try:
+        write_atomic(path, data)
     finally:
         data.release()
 

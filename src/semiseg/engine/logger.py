@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
-from .checkpoint import reporting_write_errors
+from .checkpoint import reporting_write_errors, write_atomic
 
 
 def drop_records_after(path: Path, step: int, kinds_at_step: tuple = ()) -> int:
@@ -33,18 +32,7 @@ def drop_records_after(path: Path, step: int, kinds_at_step: tuple = ()) -> int:
             kept.append(line if line.endswith("\n") else line + "\n")
     if kept == lines:
         return 0
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with reporting_write_errors(path, note=f"{path.name} is as it was"):
-            with open(tmp, "w") as handle:
-                handle.writelines(kept)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-    except BaseException:  # a failed write or a Ctrl-C: the temporary file goes, metrics.jsonl stays
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    write_atomic(path, "".join(kept).encode())
     return len(lines) - len(kept)
 
 

@@ -19,8 +19,8 @@ from ..errors import SemisegError
 from ..methods.interface import StepContext, check_updates
 from .batch_plan import plan_from_config
 from .build import build_method, build_preset, build_train_batches, crop_size, iters_per_epoch
-from .checkpoint import (check_compatible, check_resume_fingerprint, load_checkpoint, load_method_state,
-                         reporting_write_errors, save_atomic)
+from .checkpoint import (check_compatible, check_resume_fingerprint, checkpoint_step, load_checkpoint,
+                         load_method_state, reporting_write_errors, save_atomic)
 from .data_parallel import UpdateRunner
 from .distributed import gather_objects, init_distributed, mean_over_ranks, shutdown_distributed
 from .environment import seed_everything, set_deterministic
@@ -122,11 +122,8 @@ class Trainer:
             return None
         latest = self.output_dir / "latest.pt"
         if latest.is_file():
-            try:  # mmap: only the step is read, not the tensors
-                step = int(torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["step"])
-            except Exception:
-                return "an unreadable latest.pt"
-            return f"latest.pt at iteration {step}"
+            step = checkpoint_step(latest)
+            return "an unreadable latest.pt" if step is None else f"latest.pt at iteration {step}"
         return f"{', '.join(found)}; no latest.pt"
 
     def _output_dir_problem(self, resume: str | None, overwrite: bool) -> str | None:
@@ -273,9 +270,6 @@ class Trainer:
                     save_atomic(checkpoint, path)
                 except SemisegError as exc:  # every rank stops with it (none waits in a collective)
                     problem = str(exc)
-                    if self.last_saved and Path(self.last_saved[0]) == path:  # which one is intact
-                        problem = problem.replace(f"the previous {name} is intact",
-                                                  f"the previous {name} (iteration {self.last_saved[1]}) is intact")
                     break
         problem = gather_objects(problem, self.dist)[0]
         if problem:
