@@ -23,30 +23,31 @@ def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def write_error_line(path: str | Path, exc: OSError, needed: int | None = None, note: str = "") -> str:
+def write_error_line(path: str | Path, exc: OSError, needed: int | None = None, note: str = "",
+                     setting: str = "output_dir") -> str:
     """One line for a failed write: the file, the reason (and for a full disk the size being written),
-    `note` (what is intact), the fix."""
+    `note` (what is intact), the fix (`setting`: the option that chose the folder)."""
     reason = _REASONS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__).lower()
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free space or set output_dir elsewhere"
+        fix = f"free space or set {setting} elsewhere"
         if needed is not None:
             reason += f" (needs {_megabytes(needed)})"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        fix = "make it writable or set output_dir elsewhere"
+        fix = f"make it writable or set {setting} elsewhere"
     elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        fix = "set output_dir to a folder (or move the file away)"
+        fix = f"set {setting} to a folder (or move the file away)"
     else:
-        fix = "set output_dir elsewhere"
+        fix = f"set {setting} elsewhere"
     return f"cannot write {path}: {reason}; {note + '; ' if note else ''}{fix}"
 
 
 @contextlib.contextmanager
-def reporting_write_errors(path: str | Path, note: str = ""):
+def reporting_write_errors(path: str | Path, note: str = "", setting: str = "output_dir"):
     """Turn an OSError of the writes inside into one SemisegError line naming `path`."""
     try:
         yield
     except OSError as exc:
-        raise SemisegError(write_error_line(path, exc, note=note)) from None
+        raise SemisegError(write_error_line(path, exc, note=note, setting=setting)) from None
 
 
 def _remove_quietly(path: Path) -> None:

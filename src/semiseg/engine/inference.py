@@ -15,7 +15,7 @@ from ..data.normalize import normalize, to_tensor
 from ..errors import SemisegError
 from ..viz import overlay, palette_image
 from .build import build_method, build_preset, crop_size
-from .checkpoint import check_compatible, load_checkpoint, load_method_state
+from .checkpoint import check_compatible, load_checkpoint, load_method_state, reporting_write_errors
 from .distributed import init_distributed, shutdown_distributed
 from .environment import pick_device
 from .evaluator import evaluate, predict_logits
@@ -172,14 +172,11 @@ def predict_files(path, inputs, out_dir, mode: str = "original", network=None) -
     for file, pred_path, overlay_path in plan:
         rgb = _read_rgb(file)
         labels = segment(rgb)
-        target = pred_path.parent
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-            target = pred_path
+        with reporting_write_errors(pred_path.parent, setting="--out"):
+            pred_path.parent.mkdir(parents=True, exist_ok=True)
+        with reporting_write_errors(pred_path, setting="--out"):
             palette_image(labels, segment.palette).save(pred_path)
-            target = overlay_path
+        with reporting_write_errors(overlay_path, setting="--out"):
             overlay(rgb, labels, segment.palette).save(overlay_path, quality=92)
-        except OSError as exc:
-            raise SemisegError(f"cannot write {target}: {exc.strerror or exc}") from None
         written.append(pred_path)
     return written
