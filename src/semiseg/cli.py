@@ -58,7 +58,8 @@ def _cmd_eval(args) -> int:
     result, label = evaluate_checkpoint(args.checkpoint, args.mode, args.root, list(args.overrides), args.network)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(result.table(label))
-        print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}) over {result.num_images} images")
+        print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}), calibration error (ECE) "
+              f"{result.ece:.2f} % over {result.num_images} images")
     return 0
 
 

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from semiseg.data.normalize import normalize, to_tensor
+from semiseg.engine.calibration import CalibrationBins
 from semiseg.engine.metrics import ConfusionMatrix, format_iou_table
 from semiseg.errors import SemisegError
 
@@ -136,7 +137,7 @@ def predict_logits(
 
 @dataclass
 class EvalResult:
-    """Confusion matrix and scores (miou / miou_present in %) over the images counted."""
+    """Confusion matrix and scores (miou / miou_present / ece in %) over the images counted."""
 
     confusion: np.ndarray
     iou: np.ndarray
@@ -144,9 +145,19 @@ class EvalResult:
     miou_present: float
     num_images: int
     class_names: Optional[list[str]] = field(default=None, repr=False)
+    ece: Optional[float] = None
 
     def table(self, name: str = "mIoU") -> str:
         return format_iou_table({name: self.iou}, self.class_names)
+
+
+def class_probabilities(scores: torch.Tensor, mode: str) -> torch.Tensor:
+    """Probabilities (1, C, h, w) from `predict_logits`' scores: a softmax of logits, or for
+    `sliding_window` the summed window probabilities divided by the number of windows per pixel."""
+    scores = scores.float()
+    if mode == "sliding_window":
+        return scores / scores.sum(dim=1, keepdim=True)
+    return scores.softmax(dim=1)
 
 
 def evaluate(
@@ -175,6 +186,7 @@ def evaluate(
         raise SemisegError(f"rank {rank} is outside world size {world_size}")
     device = torch.device(device)
     cm = ConfusionMatrix(num_classes, device=device)
+    calibration = CalibrationBins(device=device)
     indices = range(rank, len(source), world_size)
     if progress and rank == 0:
         from tqdm import tqdm
@@ -200,12 +212,14 @@ def evaluate(
                 cm.update(scores.argmax(dim=1)[0], target)
             except SemisegError as e:
                 raise SemisegError(f"val image '{sample.name}': {e}") from None
+            calibration.update(class_probabilities(scores, mode)[0], target)
             count += 1
 
     if world_size > 1 and dist.is_available() and dist.is_initialized():
         if dist.get_world_size() != world_size:
             raise SemisegError(f"world_size {world_size} != process group size {dist.get_world_size()}")
         cm.all_reduce()
+        calibration.all_reduce()
         n = torch.tensor([count], dtype=torch.int64, device=device)
         dist.all_reduce(n, op=dist.ReduceOp.SUM)
         count = int(n.item())
@@ -215,4 +229,4 @@ def evaluate(
     if absent and count and rank == 0:
         labels = [names[c] if names else str(c) for c in absent]
         log.warning("classes with zero union score 0 in mIoU: %s", ", ".join(labels))
-    return EvalResult(cm.to_numpy(), cm.iou(), cm.miou(), cm.miou_present(), count, names)
+    return EvalResult(cm.to_numpy(), cm.iou(), cm.miou(), cm.miou_present(), count, names, calibration.ece())

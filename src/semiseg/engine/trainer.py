@@ -313,7 +313,7 @@ class Trainer:
         improved = result.miou > self.best["miou"]
         if improved:
             self.best = {"miou": result.miou, "step": self.step}
-        self.logger.log(self.step, {"miou": result.miou, "miou_present": result.miou_present,
+        self.logger.log(self.step, {"miou": result.miou, "miou_present": result.miou_present, "ece": result.ece,
                                     **{f"iou/{n}": 100 * v for n, v in zip(self.preset.class_names, result.iou)}},
                         kind="val")
         self._save("latest.pt", *(["best.pt"] if improved else []), rng_per_rank=rng_per_rank)
@@ -415,7 +415,7 @@ class Trainer:
                    "best_step": self.best["step"], "iterations": total, "seconds": round(elapsed, 1),
                    "it_per_s": round((self.step - start_step) / elapsed, 3) if elapsed > 0 else None,
                    "world_size": self.dist.world_size, "accumulation_steps": self.plan.accumulation_steps,
-                   "val_images": result.num_images, "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
+                   "val_images": result.num_images, "ece": result.ece, "iou": [float(v) for v in result.iou], "class_names": list(self.preset.class_names)}
         self.logger.log(self.step, {k: v for k, v in summary.items() if not isinstance(v, list)}, kind="summary")
         self.logger.close()
         if self.dist.is_main:
