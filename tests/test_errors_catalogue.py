@@ -285,6 +285,9 @@ ROWS = [
     Row("config", "method_choice", "A `method.*` value outside its choices",
         "error: invalid value for 'method.teacher': 'ema2'; choose one of none, ema",
         train("method.name=fixmatch", "method.teacher=ema2")),
+    Row("config", "method_range", "A `method.*` value outside its range",
+        "error: invalid value for 'method.threshold': 1.5 (allowed: 0 <= x <= 1)",
+        train("method.name=fixmatch", "method.threshold=1.5")),
     Row("config", "supervised_loss", "Unknown supervised loss",
         "error: invalid value for 'method.supervised_loss': 'dice'; choose one of ce, ohem",
         train("method.supervised_loss=dice")),
@@ -386,7 +389,7 @@ ROWS = [
     # command line
     Row("cli", "unknown_subcommand", "Unknown subcommand",
         "error: argument COMMAND: invalid choice: 'trian' (choose from 'list', 'train', 'eval', "
-        "'predict', 'demo') (see `semiseg --help`)", lambda s: ["trian", SUP], kind="argparse"),
+        "'predict', 'demo', 'bench', 'report') (see `semiseg --help`)", lambda s: ["trian", SUP], kind="argparse"),
     Row("cli", "unknown_option", "Unknown option",
         "error: unrecognized arguments: --bogus (see `semiseg --help`)", lambda s: s.train("--bogus"),
         kind="argparse"),
@@ -431,6 +434,19 @@ ROWS = [
         "error: --overwrite would delete .../run/latest.pt, the checkpoint --resume names; copy it out of "
         ".../run first, or drop --overwrite",
         lambda s: s.train("--overwrite", "--resume", s.run_dir() / "latest.pt")),
+    # benchmarks
+    Row("bench", "suite_unknown_key", "Suite file with an unknown key",
+        "error: .../suite.yaml: unknown key 'seed' (keys: dataset_root, seeds, overrides, predictions, cells)",
+        lambda s: ["bench", "quality", str(s.write("suite.yaml", "seed: [0]\ncells: {}\n"))]),
+    Row("bench", "suite_config_missing", "Suite cell whose config does not exist",
+        "error: .../suite.yaml: 'cells.fixmatch.config' names .../fixmatch.yaml, which does not exist",
+        lambda s: ["bench", "quality", str(s.write("suite.yaml", "cells:\n  fixmatch: configs/fixmatch.yaml\n"))]),
+    Row("bench", "suite_unknown_cell", "`bench quality --cells` with a cell the suite lacks",
+        "error: .../suite.yaml: no cell 'cps' (cells: supervised)", lambda s: [
+            "bench", "quality", str(s.write("suite.yaml", f"cells:\n  supervised: {SUP}\n")), "--cells", "cps"]),
+    Row("bench", "report_not_json", "`report` on a result file that is not JSON",
+        "error: .../seed0.json: not valid JSON (...); re-run the benchmark that wrote it",
+        lambda s: ["report", str(s.write("results/seed0.json", "{")), "--out", str(s.tmp / "report")]),
     # weights
     Row("weights", "timm_download_failed", "`model.pretrained=timm` and the hub cannot be reached",
         "error: model.pretrained=timm: could not get the weights of mobilenetv3_small_050 (OSError: offline); "
@@ -523,6 +539,6 @@ def test_doc_and_table_agree():
     documented = doc_rows()
     assert len(documented) >= 40
     areas = {"config": "Config", "data": "Data", "checkpoint": "Checkpoints", "cli": "Command line",
-             "filesystem": "Files and folders", "weights": "Pretrained weights"}
+             "filesystem": "Files and folders", "bench": "Benchmarks and reports", "weights": "Pretrained weights"}
     assert sorted(documented) == sorted((areas[r.area], r.mistake, r.message) for r in ROWS)
     assert len({row.id for row in ROWS}) == len(ROWS)

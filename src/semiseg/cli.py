@@ -1,4 +1,4 @@
-"""`semiseg` command line: list, train, eval, predict, demo.
+"""`semiseg` command line: list, train, eval, predict, demo, bench, report.
 
 Every user-fixable problem surfaces as one line `error: ...` and exit status
 2 (SemisegError); anything else is a bug and keeps its traceback.
@@ -78,6 +78,29 @@ def _cmd_demo(args) -> int:
     return run_demo(args.output_dir, list(args.overrides), seeds=args.seeds)
 
 
+def _cmd_bench_quality(args) -> int:
+    from .bench.quality import run
+    from .bench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    failed = run(suite, Path(args.results), Path(args.runs), cells=args.cells, seeds=args.seeds, jobs=args.jobs,
+                 root=Path(args.root) if args.root else None, threads=args.threads, dry_run=args.dry_run)
+    if failed:
+        print(f"error: {failed} run(s) failed or could not be collected (see above); run the same command "
+              "again to resume them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .bench.report import write_report
+
+    written = write_report(args.results, Path(args.out), readme=Path(args.readme) if args.readme else None,
+                           figures=not args.no_figures, dataset_root=Path(args.root) if args.root else None)
+    print(f"wrote {len(written)} file(s) to {args.out}" + (f" and the tables of {args.readme}" if args.readme else ""))
+    return 0
+
+
 def one_line(exc: BaseException) -> str:
     """The user-facing line of an error, also when a DataLoader worker re-raised it with its traceback."""
     text = str(exc)
@@ -154,6 +177,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/demo")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the table averages them)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks: `bench quality SUITE` fills a suite's table of results")
+    bench = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=_Parser, required=True)
+    q = bench.add_parser("quality", help="train every missing (cell, seed) of a suite and record its result",
+                         description="For each cell and seed of the suite without benchmarks/results/<suite>/<cell>/"
+                                     "seed<k>.json: train it in runs/bench/<suite>/<cell>/seed<k> (--resume auto: an "
+                                     "interrupted benchmark goes on where it stopped) and write that record.")
+    q.add_argument("suite", help="suite file (benchmarks/suites/*.yaml)")
+    q.add_argument("--cells", nargs="+", metavar="CELL", help="only these rows (default: all)")
+    q.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="only these seeds (default: the suite's)")
+    q.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    q.add_argument("--threads", type=int, help="threads per run (default: CPU cores / jobs)")
+    q.add_argument("--root", help="dataset folder (default: the suite's dataset_root)")
+    q.add_argument("--results", default="benchmarks/results", help="where the records go")
+    q.add_argument("--runs", default="runs/bench", help="where the run directories go")
+    q.add_argument("--dry-run", action="store_true", help="print the runs it would start, start none")
+    q.set_defaults(func=_cmd_bench_quality)
+
+    p = sub.add_parser("report", help="markdown tables and figures from benchmark results",
+                       description="Tables (mean ± std over seeds, gain over the supervised baseline, share of "
+                                   "the supervised-to-full-label gap recovered) and PNG figures from result records.")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="result JSON files or folders holding them")
+    p.add_argument("--out", required=True, help="output folder for <suite>.md and the figures")
+    p.add_argument("--readme", help="also rewrite the tables between <!-- report:<suite>:begin/end --> in this file")
+    p.add_argument("--root", help="dataset folder, for the images and ground truth of the prediction grid")
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -130,7 +130,8 @@ class Config:
 REQUIRED_POSITIVE = ("train.total_iters", "train.total_batch_size")
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping of a YAML file; a missing file, bad YAML, a duplicate key or a non-mapping is one line."""
     if not path.is_file():
         raise SemisegError(f"config file not found: {path}")
     try:
@@ -149,14 +150,14 @@ def _read_yaml(path: Path) -> dict:
 
 def _load_with_bases(path: Path) -> List[tuple[Path, dict]]:
     """The file's `_base_` files (one level) then the file itself, as (path, mapping)."""
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path)
     bases = data.pop("_base_", None) or []
     if isinstance(bases, str):
         bases = [bases]
     layers = []
     for base in bases:
         base_path = (path.parent / base).resolve()
-        base_data = _read_yaml(base_path)
+        base_data = read_yaml_mapping(base_path)
         if "_base_" in base_data:
             raise SemisegError(f"{base_path}: `_base_` may only be used one level deep (named from {path})")
         layers.append((base_path, base_data))

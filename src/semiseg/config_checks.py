@@ -54,6 +54,13 @@ def real_above(low: float) -> Tuple[Check, str]:
     return (lambda v: _real(v) and v > low), f"> {low}"
 
 
+def real_between(low: float, high: float, high_open: bool = False) -> Tuple[Check, str]:
+    """low <= x <= high (x < high when `high_open`)."""
+    if high_open:
+        return (lambda v: _real(v) and low <= v < high), f"{low} <= x < {high}"
+    return (lambda v: _real(v) and low <= v <= high), f"{low} <= x <= {high}"
+
+
 def one_of(*choices) -> Tuple[Check, str]:
     return (lambda v: v in choices and not isinstance(v, bool)), ", ".join(map(str, choices))
 
@@ -127,16 +134,22 @@ def expand_paths(cfg: DictConfig) -> None:
             OmegaConf.update(cfg, key, os.path.expanduser(value))
 
 
+def check_value(key: str, value, rule: Tuple[Check, str]) -> None:
+    """One line naming `key`, its value and the allowed range when `value` breaks `rule`."""
+    check, allowed = rule
+    if not check(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            allowed = f"a finite number, {allowed}"
+        raise SemisegError(f"invalid value for '{key}': {_shown(value)} (allowed: {allowed})")
+
+
 def check_ranges(cfg: DictConfig) -> None:
     """Raise `SemisegError` naming the first option whose value is out of its range."""
-    for key, (check, allowed) in RULES:
+    for key, rule in RULES:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
-        if not check(value):
-            if isinstance(value, float) and not math.isfinite(value):
-                allowed = f"a finite number, {allowed}"
-            raise SemisegError(f"invalid value for '{key}': {_shown(value)} (allowed: {allowed})")
+        check_value(key, value, rule)
 
 
 def check_config(cfg: DictConfig) -> DictConfig:

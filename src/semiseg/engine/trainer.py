@@ -180,6 +180,8 @@ class Trainer:
                     (self.output_dir / "config.yaml").write_text(to_yaml(self.cfg))
                 write_run_info(self.output_dir, self.cfg.seed, world_size=self.dist.world_size,
                                extra={"data_lists": self.splits.lists,
+                                      "num_labeled": len(self.splits.labeled),
+                                      "num_unlabeled": len(self.splits.unlabeled or ()),
                                       "accumulation_steps": self.plan.accumulation_steps,
                                       "micro_batch_size": self.plan.labeled_per_pass})
                 self.logger = RunLogger(self.output_dir, purge_step=self.step + 1 if self.resumed else None)

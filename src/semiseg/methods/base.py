@@ -27,6 +27,7 @@ from ..components.cutmix import PARTNER_RULES
 from ..components.ema import EMATeacher
 from ..components.losses import ohem_ce, supervised_ce
 from ..components.optimizers import default_optimizer, merge_groups, param_groups_of
+from ..config_checks import check_value, int_at_least, real_between
 from ..errors import SemisegError
 from .interface import StepContext, Update, Views
 
@@ -45,9 +46,13 @@ class MethodParams:
 
     `choices` (a class attribute, merged along the class hierarchy) lists the keys whose value must be one
     of a fixed set; a wrong value stops with one line naming `method.<key>` and the valid values.
+    `ranges` (merged the same way) maps keys to a rule of `semiseg.config_checks` (`real_between(0, 1)`,
+    `int_at_least(1)`, ...); a value outside stops with one line naming `method.<key>` and the range.
     """
 
     choices: ClassVar[Dict[str, tuple]] = {"supervised_loss": SUPERVISED_LOSSES}
+    ranges: ClassVar[Dict[str, tuple]] = {"ohem_threshold": real_between(0, 1),
+                                          "ohem_min_kept_per_image": int_at_least(1)}
 
     supervised_loss: str = "ce"  # L_x: ce (Pascal, COCO, ADE20K) | ohem (Cityscapes)
     ohem_threshold: float = 0.7  # OHEM keeps pixels whose true-class probability is at most this (or the K-th)
@@ -57,6 +62,8 @@ class MethodParams:
         for cls in reversed(type(self).__mro__):
             for key, allowed in vars(cls).get("choices", {}).items():
                 check_choice(key, getattr(self, key), allowed)
+            for key, rule in vars(cls).get("ranges", {}).items():
+                check_value(f"method.{key}", getattr(self, key), rule)
 
 
 @dataclass

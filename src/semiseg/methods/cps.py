@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Dict, Optional
 
 import torch
 
@@ -33,6 +33,7 @@ from ..components.losses import masked_ce
 from ..components.selection import pseudo_labels
 from ..labels import IGNORE_INDEX
 from ..models.init import kaiming_init_head
+from ..config_checks import optional, real_at_least
 from ..registry import METHODS
 from .base import CutMixParams, Method
 from .interface import Views
@@ -44,6 +45,8 @@ CPS_CUTMIX_WEIGHT = 1.0
 
 @dataclass
 class CPSParams(CutMixParams):
+    ranges: ClassVar[Dict[str, tuple]] = {"cps_weight": optional(real_at_least(0))}
+
     cutmix: bool = True  # CPS+CutMix (toggled 3-box masks); false: plain CPS, also on the labeled images
     cps_weight: Optional[float] = None  # λ; None: 1.0 with CutMix, 1.5 without (Pascal VOC)
     ohem_min_kept_per_image: int = 50_000  # CPS family (Cityscapes, supervised_loss: ohem)

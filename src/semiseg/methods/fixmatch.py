@@ -21,6 +21,7 @@ from ..components.cutmix import UniMatchBox
 from ..components.ema import EMATeacher
 from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_loss, selected_ratio
 from ..components.selection import pseudo_labels
+from ..config_checks import real_between
 from ..registry import METHODS
 from .base import CutMixParams, Method
 from .interface import Views
@@ -35,6 +36,7 @@ class FixMatchParams(CutMixParams):
     ema_decay: float = 0.996  # α of the EMA teacher (teacher: ema)
 
     choices: ClassVar[Dict[str, tuple]] = {"teacher": TEACHERS}
+    ranges: ClassVar[Dict[str, tuple]] = {"threshold": real_between(0, 1), "ema_decay": real_between(0, 1, True)}
 
 
 @METHODS.register("fixmatch")

@@ -25,6 +25,7 @@ from ..components.ema import EMATeacher
 from ..components.losses import masked_softmax_mse
 from ..components.ramps import sigmoid_rampup
 from ..labels import IGNORE_INDEX
+from ..config_checks import real_at_least, real_between
 from ..registry import METHODS
 from .base import Method, MethodParams
 from .interface import Views
@@ -37,6 +38,9 @@ CONSISTENCY_ON = ("unlabeled", "all")
 
 @dataclass
 class MeanTeacherParams(MethodParams):
+    ranges: ClassVar[Dict[str, tuple]] = {"consistency_weight": real_at_least(0), "ema_decay": real_between(0, 1, True),
+                                          "rampup_fraction": real_between(0, 1)}
+
     consistency_weight: float = CONSISTENCY_WEIGHT  # λ_mt, the weight of the consistency term
     ema_decay: float = EMA_DECAY  # α: the teacher's constant EMA decay (parameters only)
     rampup_fraction: float = RAMPUP_FRACTION  # t_r / T of the sigmoid ramp-up of λ_mt (0: none, as released)

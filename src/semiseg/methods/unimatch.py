@@ -17,6 +17,7 @@ reproduced).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Dict
 
 import torch
 
@@ -25,6 +26,7 @@ from ..components.losses import masked_ce
 from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_losses, selected_ratio
 from ..components.perturbation import append_dropped_copy
 from ..components.selection import pseudo_labels, select_by_threshold
+from ..config_checks import real_between
 from ..registry import METHODS
 from .base import CutMixParams, Method
 from .interface import Views
@@ -32,6 +34,8 @@ from .interface import Views
 
 @dataclass
 class UniMatchParams(CutMixParams):
+    ranges: ClassVar[Dict[str, tuple]] = {"threshold": real_between(0, 1)}
+
     threshold: float = 0.95  # τ: 0.95 Pascal/COCO, 0 Cityscapes
 
 

@@ -19,6 +19,7 @@ teacher predicts (the primary model). Unlabeled images need no masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Dict
 
 import torch
 
@@ -27,6 +28,7 @@ from ..components.ema import EMATeacher
 from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_losses, selected_ratio
 from ..components.perturbation import complementary_channel_dropout
 from ..components.selection import pseudo_labels
+from ..config_checks import real_between
 from ..registry import METHODS
 from .base import CutMixParams, Method
 from .interface import Views
@@ -34,6 +36,8 @@ from .interface import Views
 
 @dataclass
 class UniMatchV2Params(CutMixParams):
+    ranges: ClassVar[Dict[str, tuple]] = {"threshold": real_between(0, 1), "ema_decay": real_between(0, 1, True)}
+
     threshold: float = 0.95  # τ on all datasets, Cityscapes included
     ema_decay: float = 0.996  # α of λ_t = min(1 − 1/(t+1), α)
 

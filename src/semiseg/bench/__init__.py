@@ -1,0 +1,1 @@
+"""Benchmarks: result records of quality runs and the reports made from them."""
