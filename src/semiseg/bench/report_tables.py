@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import SemisegError
-
-SCHEMA = "semiseg.bench.quality/1"
-ROLES = ("baseline", "method", "ceiling")
+from .results import SCHEMA
+from .suite import ROLES
 REQUIRED_KEYS = ("schema", "suite", "cell", "method", "role", "dataset", "labeled", "seed", "last_miou",
                  "best_miou", "iou", "class_names", "curve")
 DASH = "—"
