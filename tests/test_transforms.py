@@ -8,6 +8,7 @@ import torch
 from semiseg.data.transforms import (
     StrongPhotometric,
     WeakCPS,
+    WeakU2PL,
     WeakUniMatch,
     blur_kernel_size,
     build_weak,
@@ -17,6 +18,7 @@ from semiseg.errors import SemisegError
 PIPELINES = {
     "wu_fixed": lambda crop: WeakUniMatch(crop, scale_range=(1.0, 1.0)),
     "wc_fixed": lambda crop: WeakCPS(crop, scales=(1.0,)),
+    "wp_fixed": lambda crop: WeakU2PL(crop, scale_range=(1.0, 1.0)),
 }
 
 
@@ -152,12 +154,31 @@ def test_cps_scale_set_and_size_rule():
     assert sizes == {(int(10 * s), int(14 * s)) for s in (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)}
 
 
+def test_u2pl_scale_halves_and_size_rule():
+    # image 10 x 20, crop 48 >= 2 * 20: the valid region is (int(10 s), int(20 s)); half the draws shrink
+    img = np.full((10, 20, 3), 50, np.uint8)
+    t = WeakU2PL(48)
+    torch.manual_seed(0)
+    widths = []
+    for _ in range(400):
+        v = t(img, None)
+        rows, cols = int(v.valid.any(1).sum()), int(v.valid.any(0).sum())
+        assert abs(rows - cols / 2) <= 1  # (int(10 s), int(20 s)): one scale for both sides
+        widths.append(cols)
+    below = sum(w < 20 for w in widths) / len(widths)
+    assert 0.4 < below < 0.6 and min(widths) >= 10 and max(widths) <= 40
+    assert len(set(widths)) > 15  # a continuous scale, not a set
+
+
 def test_build_weak_names_and_errors():
     assert isinstance(build_weak("unimatch", 8, (0.5, 2.0)), WeakUniMatch)
     cps = build_weak("cps", 8, (0.6, 1.6))
     assert isinstance(cps, WeakCPS) and cps.scales == (0.75, 1.0, 1.5)
-    with pytest.raises(SemisegError, match="unimatch, cps"):
-        build_weak("u2pl", 8, (0.5, 2.0))
+    assert isinstance(build_weak("u2pl", 8, (0.5, 2.0)), WeakU2PL)
+    with pytest.raises(SemisegError, match="unimatch, cps, u2pl"):
+        build_weak("pseco", 8, (0.5, 2.0))
+    with pytest.raises(SemisegError, match="0 < lo <= 1 <= hi"):
+        WeakU2PL(8, (1.2, 2.0))
     with pytest.raises(SemisegError):
         WeakUniMatch(8, (2.0, 1.0))
 

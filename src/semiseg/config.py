@@ -53,7 +53,7 @@ class DataConfig:
     labeled_fraction: Optional[float] = None  # ... or this fraction (the rest become unlabeled)
     split_seed: int = 0  # seed of that carve-out (independent of the training seed)
     crop_size: Optional[int] = None  # training crop S (the preset's default when unset)
-    weak_pipeline: Optional[str] = None  # unimatch (W-U) | cps (W-C); unset: the method's own (docs/datasets.md)
+    weak_pipeline: Optional[str] = None  # unimatch (W-U) | cps (W-C) | u2pl (W-P); unset: the method's own (docs/datasets.md)
     scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])  # weak view's resize factors [lo, hi]
     # σ range of the strong view's Gaussian blur, in pixels (docs/datasets.md: [0.1, 2.0] for crops of
     # 321-801 px; scale it with the crop for small images, e.g. [0.02, 0.4] for 64 px scenes)

@@ -29,7 +29,7 @@ PATH_KEYS = ("output_dir", "data.root", "data.splits_dir", "data.labeled_list", 
 EVAL_MODES = ("original", "center_crop", "resize", "sliding_window")
 AMP_MODES = ("off", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
-WEAK_PIPELINES = ("unimatch", "cps")
+WEAK_PIPELINES = ("unimatch", "cps", "u2pl")
 OUTPUT_STRIDES = (8, 16, 32)
 _DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 

@@ -176,6 +176,33 @@ class WeakCPS:
         return _view(img, msk, valid)
 
 
+class WeakU2PL:
+    """W-P (docs/datasets.md: weak views): with p = 0.5 a scale s ~ U(lo, 1), otherwise s ~ U(1, hi); size
+    (int(h·s), int(w·s)) (image bilinear without antialiasing, mask nearest); hflip p = 0.5; pad; random
+    S x S crop. No photometric change."""
+
+    def __init__(self, crop_size: int, scale_range: Sequence[float] = (0.5, 2.0)):
+        self.crop_size = _check_crop(crop_size)
+        lo, hi = float(scale_range[0]), float(scale_range[1])
+        if not 0 < lo <= 1.0 <= hi:
+            raise SemisegError(f"the u2pl weak pipeline needs data.scale_range [lo, hi] with 0 < lo <= 1 <= hi, "
+                               f"got {list(scale_range)}")
+        self.lo, self.hi = lo, hi
+
+    def scale(self) -> float:
+        low, high = (self.lo, 1.0) if torch.rand(()).item() < 0.5 else (1.0, self.hi)
+        return float(torch.empty(()).uniform_(low, high).item())
+
+    def __call__(self, image: np.ndarray, mask: Optional[np.ndarray] = None) -> WeakView:
+        img, msk = _to_tensors(image, mask)
+        s = self.scale()
+        h, w = img.shape[-2:]
+        img, msk = _resize(img, msk, (max(1, int(h * s)), max(1, int(w * s))), antialias=False, mask_mode="nearest")
+        img, msk, _ = _hflip(img, msk)
+        img, msk, valid = _pad_crop(img, msk, self.crop_size)
+        return _view(img, msk, valid)
+
+
 def blur_kernel_size(sigma: float, max_side: Optional[int] = None) -> int:
     """Odd kernel covering ±3σ; capped at 2·side − 1 (reflect padding must stay inside the image)."""
     k = 2 * math.ceil(3 * sigma) + 1
@@ -220,11 +247,11 @@ class StrongPhotometric:
         return out.contiguous()
 
 
-WEAK_PIPELINES = ("unimatch", "cps")
+WEAK_PIPELINES = ("unimatch", "cps", "u2pl")
 
 
 def build_weak(name: str, crop_size: int, scale_range: Sequence[float] = (0.5, 2.0)):
-    """The weak pipeline by name: "unimatch" (W-U) or "cps" (W-C).
+    """The weak pipeline by name: "unimatch" (W-U), "cps" (W-C) or "u2pl" (W-P).
 
     For "cps", `scale_range` keeps the members of the CPS set {0.5, 0.75, 1.0, 1.5, 1.75, 2.0} that lie
     inside [lo, hi] (the default keeps all six).
@@ -237,4 +264,6 @@ def build_weak(name: str, crop_size: int, scale_range: Sequence[float] = (0.5, 2
         if not scales:
             raise SemisegError(f"scale_range {tuple(scale_range)} keeps none of the CPS scales {CPS_SCALES}")
         return WeakCPS(crop_size, scales)
+    if name == "u2pl":
+        return WeakU2PL(crop_size, scale_range)
     raise SemisegError(f"unknown weak pipeline {name!r}: choose one of {', '.join(WEAK_PIPELINES)}")
