@@ -187,3 +187,21 @@ def test_alpha_out_of_range_and_shape_mismatch_raise():
         reliable_partition(entropy, valid, 120.0)
     with pytest.raises(ValueError):
         reliable_partition(entropy, valid[..., :4], 20.0)
+
+
+def test_population_sets_the_thresholds():
+    """Percentiles over another population (the gathered global batch): thresholds from it, masks on the local map."""
+    entropy = torch.tensor([[[0.1, 0.5, 0.9, 1.3]]])
+    valid = torch.ones_like(entropy, dtype=torch.bool)
+    population = torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    part = reliable_partition(entropy, valid, 20.0, population=population)
+    assert part.low_threshold.item() == pytest.approx(float(np.percentile(population.numpy(), 20)))
+    assert part.high_threshold.item() == pytest.approx(float(np.percentile(population.numpy(), 80)))
+    # P_20 = 0.2, P_80 = 0.8: keep H < 0.8, reliable H <= 0.2, unreliable H >= 0.8
+    assert part.keep.tolist() == [[[True, True, False, False]]]
+    assert part.reliable.tolist() == [[[True, False, False, False]]]
+    assert part.unreliable.tolist() == [[[False, False, True, True]]]
+    # the population of the local valid pixels gives the default result
+    default = reliable_partition(entropy, valid, 20.0)
+    same = reliable_partition(entropy, valid, 20.0, population=entropy[valid])
+    assert all(torch.equal(a, b) for a, b in zip(default, same))

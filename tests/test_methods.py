@@ -76,7 +76,7 @@ def test_one_step_gradients_and_finite_loss(name, variant):
     for update in updates:
         for p in method.parameters():
             p.grad = None
-        loss, logs = update.loss(batch, StepContext.at(0.0))
+        loss, logs = update.loss(batch, StepContext.at(0.5))  # past every warm-up phase
         assert torch.isfinite(loss)
         assert all(torch.isfinite(torch.as_tensor(v)) for v in logs.values())
         loss.backward()
@@ -93,7 +93,7 @@ def test_state_round_trip_and_resumed_step(name, variant):
     train_cfg = tiny_cfg(name, variant).train
 
     def step(method, updates, batch, t):
-        ctx = StepContext(t, 10, 2)
+        ctx = StepContext(t, 10, 2)  # t = 2, 3: past a one-epoch warm-up (I = 2), the first semi-supervised steps
         for update in updates:
             set_lr(update.optimizer, t, 10, 0.9, update.schedule)
             loss, _ = update.loss(batch, ctx)
@@ -105,7 +105,7 @@ def test_state_round_trip_and_resumed_step(name, variant):
     a = make(name, variant=variant)
     a.train()
     updates_a = a.updates(train_cfg)
-    step(a, updates_a, fake_batch(a, 0), 0)
+    step(a, updates_a, fake_batch(a, 0), 2)
     # save, then rebuild from scratch and load: the next step must match exactly
     state = copy.deepcopy(a.state_dict())
     opt_states = [copy.deepcopy(u.optimizer.state_dict()) for u in updates_a]
@@ -118,9 +118,9 @@ def test_state_round_trip_and_resumed_step(name, variant):
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
     torch.manual_seed(7)
-    step(a, updates_a, fake_batch(a, 1), 1)
+    step(a, updates_a, fake_batch(a, 1), 3)
     torch.manual_seed(7)
-    step(b, updates_b, fake_batch(b, 1), 1)
+    step(b, updates_b, fake_batch(b, 1), 3)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), f"{name}: {key} differs after a resumed step"
 

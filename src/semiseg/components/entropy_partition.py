@@ -108,8 +108,12 @@ def _empty_partition(entropy: torch.Tensor) -> EntropyPartition:
     return EntropyPartition(none, none.clone(), none.clone(), nan, nan.clone())
 
 
-def reliable_partition(entropy: torch.Tensor, valid: torch.Tensor, alpha: float) -> EntropyPartition:
+def reliable_partition(entropy: torch.Tensor, valid: torch.Tensor, alpha: float,
+                       population: torch.Tensor | None = None) -> EntropyPartition:
     """Split the valid pixels of the local batch by entropy percentiles (docs/methods/u2pl.md).
+
+    `population`: the 1-D entropies the percentiles are taken over, when not the valid pixels of
+    `entropy` (U2PL passes the valid entropies of the whole global batch, gathered from every rank).
 
     Over the valid pixels only (`valid`: bool or 0/1, same shape as `entropy`):
         P_low  = P_α(H),  γ = P_high = P_{100−α}(H)   (numpy 'linear' percentiles)
@@ -133,10 +137,16 @@ def reliable_partition(entropy: torch.Tensor, valid: torch.Tensor, alpha: float)
         return _empty_partition(entropy)
     with torch.no_grad():
         entropy = entropy.detach().float()
-        flat_valid = valid.reshape(-1)
-        invalid_last = torch.where(flat_valid, entropy.reshape(-1), torch.full_like(entropy.reshape(-1), math.inf))
-        sorted_values = torch.sort(invalid_last).values
-        count = flat_valid.sum()
+        if population is None:
+            flat_valid = valid.reshape(-1)
+            population = torch.where(flat_valid, entropy.reshape(-1), torch.full_like(entropy.reshape(-1), math.inf))
+            count = flat_valid.sum()
+        else:
+            population = population.detach().float().reshape(-1)
+            count = torch.tensor(population.numel(), device=population.device)
+            if population.numel() == 0:
+                return _empty_partition(entropy)
+        sorted_values = torch.sort(population).values
         has_valid = count > 0
         nan = torch.full_like(sorted_values[0], math.nan)
         low = torch.where(has_valid, _interpolate_sorted(sorted_values, count, alpha), nan)

@@ -1,0 +1,247 @@
+"""U2PL: using unreliable pseudo-labels (Wang et al., CVPR 2022; IJCV 2024 as U2PL+) (docs/methods/u2pl.md).
+
+A mean teacher whose unlabeled pixels all count. With the entropy H of the teacher's prediction and
+the drop percentage α_t = 20·(1 − t/T):
+
+    L   = L_s + λ_u·L_u + λ_c·L_c
+    L_s = CE(student(x_l), y_l)                                  (+ 0.4·OHEM on the auxiliary head, Cityscapes)
+    L_u = Σ_i 1[H_i < P_{100−α_t}(H)]·CE(student(x_u), ŷ)_i / Σ_i v_i      the reliable pixels, pseudo-labelled
+    L_c = (1/|valid classes|)·Σ_c InfoNCE(anchors of c, prototype of c, negatives of c from queue Q_c)
+
+Anchors of class c are student embeddings of confident pixels of c (labeled, or reliable unlabeled
+with ŷ = c); the prototype is the teacher's mean embedding of those pixels; the negatives are teacher
+embeddings of pixels that are confidently *not* c: labeled pixels of another class where c is among
+the teacher's top r_l, and unreliable unlabeled pixels where c ranks in [r_l, r_h). They wait in one
+FIFO queue per class, identical on every rank and saved in checkpoints.
+
+The step: a supervised-only warm-up (one epoch-equivalent on Pascal), then at the first
+semi-supervised step the teacher becomes a copy of the student and follows it by EMA
+(λ = min(1 − 1/(k+1), 0.99)). Pseudo-labels come from the eval-mode teacher; with p = 0.5 per batch
+the unlabeled batch is CutMixed with the half-area box (the only strong view); the entropy and the
+contrastive sets come from the train-mode teacher on the (mixed) batch. The teacher predicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import ClassVar, Dict
+
+import torch
+import torch.nn.functional as F
+
+from ..collectives import all_gather_rows
+from ..components.class_queues import ClassQueues
+from ..components.contrastive_sets import (
+    class_prototypes,
+    contrastive_sets,
+    downsample_labels,
+    flatten_features,
+    negative_features_for_queue,
+    sample_anchor_indices,
+)
+from ..components.cutmix import HalfAreaBox, mix
+from ..components.ema import EMATeacher
+from ..components.entropy_partition import drop_percent, pixel_entropy, reliable_partition
+from ..components.infonce import class_contrastive_loss
+from ..components.selection import pseudo_labels
+from ..config_checks import int_at_least, real_above, real_at_least, real_between
+from ..errors import SemisegError
+from ..labels import IGNORE_INDEX
+from ..registry import METHODS
+from .base import Method, MethodParams
+from .interface import Views
+
+UNSUP_NORMS = ("paper", "released")
+POSITIVE_FROM = ("candidates", "anchors")
+QUEUE_DTYPES = ("float32", "float16")
+COIN_SALT = 0x5A2917  # the per-batch CutMix coin is a function of the step (same on every rank)
+
+
+@dataclass
+class U2PLParams(MethodParams):
+    unsup_weight: float = 1.0  # λ_u
+    contrastive_weight: float = 0.1  # λ_c (released: 1 with a 1/W all-reduce, i.e. 1/W effective)
+    ema_decay: float = 0.99  # α of λ_k = min(1 − 1/(k+1), α), k counted from the first semi-supervised step
+    warmup_epochs: float = 1.0  # supervised-only epoch-equivalents before the teacher starts (Pascal 1, Cityscapes 0)
+    drop_percent: float = 20.0  # α_0 of α_t = α_0·(1 − t/T) (100 − released drop_percent 80)
+    cutmix_prob: float = 0.5  # probability that a step's unlabeled batch is CutMixed (half-area box)
+    delta_p: float = 0.3  # δ_p: anchors need teacher probability of their class above this
+    delta_n: float = 1.0  # δ_n: negatives need teacher probability of the class below this (1: no filter)
+    low_rank: int = 3  # r_l
+    high_rank: int = 20  # r_h
+    num_anchors: int = 256  # M anchors sampled per class
+    num_negatives: int = 50  # N negatives sampled per anchor
+    temperature: float = 0.5  # τ_c of the contrastive loss
+    queue_size: int = 30000  # per-class queue capacity
+    queue_size_background: int = 50000  # class 0's capacity
+    queue_dtype: str = "float32"  # float32 | float16 (halves the queues' memory)
+    positive_from: str = "candidates"  # prototype over: candidates (paper) | anchors
+    aux_weight: float = 0.4  # weight of the auxiliary head's loss (when model.heads.auxiliary is on)
+    unsup_norm: str = "paper"  # paper: Σ kept CE / Σ valid | released: N_all·Σ kept CE / N_kept² (comparison runs)
+    compat_onehot_bug: bool = False  # the released one-hot scatter into batch slot 0 (comparison runs only)
+    compat_alias_first_epoch: bool = False  # the released teacher = student for the first semi epoch (comparison)
+
+    choices: ClassVar[Dict[str, tuple]] = {"unsup_norm": UNSUP_NORMS, "positive_from": POSITIVE_FROM,
+                                           "queue_dtype": QUEUE_DTYPES}
+    ranges: ClassVar[Dict[str, tuple]] = {
+        "unsup_weight": real_at_least(0), "contrastive_weight": real_at_least(0), "aux_weight": real_at_least(0),
+        "ema_decay": real_between(0, 1, True), "warmup_epochs": real_at_least(0), "drop_percent": real_between(0, 100),
+        "cutmix_prob": real_between(0, 1), "delta_p": real_between(0, 1), "delta_n": real_between(0, 1),
+        "low_rank": int_at_least(1), "high_rank": int_at_least(1), "num_anchors": int_at_least(1),
+        "num_negatives": int_at_least(1), "temperature": real_above(0),
+        "queue_size": int_at_least(1), "queue_size_background": int_at_least(1)}
+
+
+@METHODS.register("u2pl")
+class U2PL(Method):
+    Params = U2PLParams
+    required_heads = ("representation",)
+    variants = {"released": {"unsup_norm": "released", "compat_onehot_bug": True,
+                             "compat_alias_first_epoch": True}}
+
+    def __init__(self, model, params: U2PLParams):
+        super().__init__(model, params)
+        if params.low_rank >= params.high_rank:
+            raise SemisegError(f"method.low_rank ({params.low_rank}) must be below method.high_rank "
+                               f"({params.high_rank})")
+        # the teacher's BN statistics are its own, moved by its train-mode forwards (as released)
+        self.teacher = EMATeacher(model, params.ema_decay, warmup=True, include_buffers=False,
+                                  batch_statistics=True)
+        self.num_classes = model.num_classes
+        dim = model.heads["representation"][-1].out_channels
+        capacities = [params.queue_size_background] + [params.queue_size] * (self.num_classes - 1)
+        self.queues = ClassQueues(self.num_classes, dim, capacities, dtype=getattr(torch, params.queue_dtype))
+        self.register_buffer("semi_started", torch.zeros((), dtype=torch.bool))
+
+    def views(self) -> Views:
+        return Views(unlabeled=True, weak_pipeline="u2pl", box=HalfAreaBox())
+
+    # -- the phases -------------------------------------------------------------------------------
+    def warmup_steps(self, ctx) -> int:
+        return int(round(self.params.warmup_epochs * ctx.iters_per_epoch))
+
+    def _start_teacher(self, ctx) -> None:
+        """At the first semi-supervised step the teacher becomes a copy of the student (parameters and buffers)."""
+        if not bool(self.semi_started):
+            self.teacher.copy_from(self.model)
+            self.teacher.updates.zero_()
+            self.semi_started.fill_(True)
+        if self.params.compat_alias_first_epoch and ctx.step < self.warmup_steps(ctx) + ctx.iters_per_epoch:
+            with torch.no_grad():  # released: the teacher's parameters *are* the student's this epoch
+                for p_t, p_s in zip(self.teacher.net.parameters(), self.model.parameters()):
+                    p_t.copy_(p_s)
+
+    @contextlib.contextmanager
+    def _teacher_mode(self, training: bool):
+        was = self.teacher.net.training
+        self.teacher.net.train(training)
+        try:
+            yield self.teacher.net
+        finally:
+            self.teacher.net.train(was)
+
+    def _cutmix_coin(self, ctx) -> bool:
+        generator = torch.Generator().manual_seed(COIN_SALT + ctx.step)
+        return bool(torch.rand((), generator=generator) < self.params.cutmix_prob)
+
+    # -- the step -----------------------------------------------------------------------------------
+    def supervised_terms(self, out_l: dict, y_l: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        loss_s = self.supervised_loss(out_l["logits"], y_l)
+        logs = {}
+        if "auxiliary" in out_l:
+            loss_aux = self.supervised_loss(out_l["auxiliary"], y_l)
+            logs["loss_aux"] = loss_aux.detach()
+            loss_s = loss_s + self.params.aux_weight * loss_aux
+        return loss_s, logs
+
+    def outputs(self, *extra) -> tuple:
+        names = ("logits", *extra)
+        return names + (("auxiliary",) if "auxiliary" in self.model.heads else ())
+
+    def training_step(self, batch, ctx):
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        x_l, y_l = labeled["image"], labeled["mask"]
+        if ctx.step < self.warmup_steps(ctx):  # supervised only; the teacher waits
+            loss_s, logs = self.supervised_terms(self.model(x_l, outputs=self.outputs()), y_l)
+            return loss_s, {"loss_s": loss_s.detach(), **logs}
+        self._start_teacher(ctx)
+        p = self.params
+        x_u, valid_u = unlabeled["image_w"], unlabeled["valid"].bool()
+
+        with torch.no_grad(), self._teacher_mode(False) as teacher:  # pseudo-labels: eval-mode teacher
+            pseudo, _ = pseudo_labels(teacher(x_u))
+        pseudo = torch.where(valid_u, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        if self._cutmix_coin(ctx):
+            box = unlabeled["box"][:, 0]
+            x_u, pseudo, valid_u = (mix(t, box) for t in (x_u, pseudo, valid_u))
+
+        n_l = len(x_l)
+        out = self.model(torch.cat([x_l, x_u]), outputs=self.outputs("representation"))
+        with torch.no_grad(), self._teacher_mode(True) as teacher:  # train-mode teacher on the mixed batch
+            out_t = teacher(torch.cat([x_l, x_u]), outputs=("logits", "representation"))
+
+        loss_s, logs = self.supervised_terms({k: v[:n_l] for k, v in out.items()}, y_l)
+        alpha = drop_percent(ctx.step, ctx.total, p.drop_percent)
+        probs_t = out_t["logits"].float().softmax(dim=1)
+        entropy = pixel_entropy(probs_t[n_l:])
+        # percentiles over the valid pixels of the global batch: the same partition on 1 or N processes
+        partition = reliable_partition(entropy, valid_u, alpha, population=all_gather_rows(entropy[valid_u]))
+        loss_u = self.unsupervised_loss(out["logits"][n_l:], pseudo, partition.keep, valid_u)
+        loss_c = self.contrastive_loss(out["representation"], out_t, y_l, pseudo, partition, valid_u, n_l)
+        loss = loss_s + p.unsup_weight * loss_u + p.contrastive_weight * loss_c
+        return loss, {"loss_s": loss_s.detach(), "loss_u": loss_u.detach(), "loss_c": loss_c.detach(),
+                      "alpha": torch.tensor(alpha), "kept_ratio": partition.keep.float().sum()
+                      / valid_u.float().sum().clamp(min=1), **logs}
+
+    def unsupervised_loss(self, logits_u, pseudo, keep, valid_u) -> torch.Tensor:
+        """Σ kept CE / Σ valid (paper), or N_all·Σ kept CE / N_kept² (`unsup_norm: released`)."""
+        target = torch.where(keep, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        ce = F.cross_entropy(logits_u.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
+        total = ce.sum()
+        n_valid = valid_u.float().sum().clamp(min=1)
+        if self.params.unsup_norm == "released":
+            n_kept = keep.float().sum().clamp(min=1)
+            return n_valid * total / n_kept**2
+        return total / n_valid
+
+    def contrastive_loss(self, rep, out_t, y_l, pseudo, partition, valid_u, n_l) -> torch.Tensor:
+        """L_c at the representation resolution (docs/methods/u2pl.md: contrastive loss)."""
+        p = self.params
+        size = rep.shape[-2:]
+        rep_t = out_t["representation"]
+        logits_small = F.interpolate(out_t["logits"].float(), size=size, mode="bilinear", align_corners=True)
+        probs_small = logits_small.softmax(dim=1)
+        labels = downsample_labels(y_l, size)
+        pseudo_small = downsample_labels(pseudo, size)
+        reliable = downsample_labels(partition.reliable.long(), size).bool()
+        unreliable = downsample_labels(partition.unreliable.long(), size).bool()
+        valid_small = downsample_labels(valid_u.long(), size).bool()
+        sets = contrastive_sets(labels, pseudo_small, probs_small[:n_l], probs_small[n_l:], reliable, unreliable,
+                                delta_p=p.delta_p, delta_n=p.delta_n, low_rank=p.low_rank, high_rank=p.high_rank,
+                                valid_u=valid_small, compat_onehot_bug=p.compat_onehot_bug)
+        student, teacher = flatten_features(rep), flatten_features(rep_t.float())  # labeled pixels first
+        pool = sets.candidates if p.positive_from == "candidates" else sets.anchors
+        prototypes = class_prototypes(teacher, pool)
+        # before sampling (as released); labeled then unlabeled negatives, each gathered in rank order, so the
+        # queues hold the rows in the order one process with the whole global batch would push them
+        n = sets.num_labeled
+        self.queues.push(*negative_features_for_queue(teacher[:n], sets.negatives[:, :n]))
+        self.queues.push(*negative_features_for_queue(teacher[n:], sets.negatives[:, n:]))
+
+        index, has_anchors = sample_anchor_indices(sets.anchors, p.num_anchors)
+        anchors = student[index]  # (C, M, D)
+        classes = torch.arange(self.num_classes, device=student.device)
+        negatives, non_empty = self.queues.sample(classes, p.num_anchors * p.num_negatives)
+        negatives = negatives.view(self.num_classes, p.num_anchors, p.num_negatives, -1)
+        return class_contrastive_loss(anchors, prototypes, negatives, sets.valid_classes, has_anchors & non_empty,
+                                      p.temperature)
+
+    def after_step(self):
+        if bool(self.semi_started):
+            self.teacher.update(self.model)
+
+    @torch.no_grad()
+    def predict(self, images):
+        with self._teacher_mode(False) as teacher:
+            return teacher(images)
