@@ -86,15 +86,19 @@ def final_model_outputs(checkpoint: Path, root: Path | None, names: list[str], p
     mode = cfg.eval.mode or preset.eval_mode
     window = cfg.eval.crop_size or crop_size(cfg, preset)
     forward = method.predictor(None)
+    index = {}
+    for i in range(len(val)):  # a val image by its list name (val/0016E5_07959.webp) or its stem (0016E5_07959)
+        index.setdefault(val.name(i), i)
+        index.setdefault(Path(val.name(i)).stem, i)
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise SemisegError(f"prediction image '{missing[0]}' is not in the val set of {checkpoint} "
+                           f"(e.g. {', '.join(val.name(i) for i in range(min(3, len(val))))}); fix the suite's "
+                           "'predictions'")
     ece = None
     if need_ece:
         ece = evaluate(forward, val, preset.num_classes, mode, crop_size=window,
                        resize_multiple=cfg.eval.resize_multiple, device=device).ece
-    index = {val.name(i): i for i in range(len(val))}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise SemisegError(f"prediction image '{missing[0]}' is not in the val set of {checkpoint} "
-                           f"(e.g. {', '.join(list(index)[:3])}); fix the suite's 'predictions'")
     with torch.inference_mode():
         for name in names:
             image = normalize(to_tensor(val.load(index[name]).image)).unsqueeze(0).to(device)
@@ -145,7 +149,7 @@ def build_record(suite, cell, seed: int, run_dir: Path, root: Path | None, comma
         "commit": info.get("git_revision"),
         "versions": info.get("versions"),
         "python": info.get("python"),
-        "machine": machine(threads, str(config.get("device", "auto"))),
+        "machine": machine(info.get("threads", threads), str(config.get("device", "auto"))),
         "world_size": summary.get("world_size"),
         "config": config,
     }

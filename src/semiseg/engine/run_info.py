@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from .checkpoint import reporting_write_errors
 
 PACKAGES = ("semiseg", "torch", "torchvision", "timm", "omegaconf", "numpy", "pillow")
@@ -46,6 +48,7 @@ def write_run_info(output_dir: Path, seed: int, world_size: int, extra: dict | N
         "platform": platform.platform(),
         "seed": seed,
         "world_size": world_size,
+        "threads": torch.get_num_threads(),  # CPU threads per process (OMP_NUM_THREADS)
     }
     info.update(extra or {})
     with reporting_write_errors(output_dir / "run_info.json"):
