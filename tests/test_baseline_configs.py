@@ -29,7 +29,11 @@ def test_config_loads_and_validates(path):
     cfg = load_config(path)
     params = resolve_method_params(cfg, METHODS.get(cfg.method.name).Params)
     check_encoder_name(cfg.model.encoder)
-    if path in PUBLISHED:
+    if path in PUBLISHED and cfg.data.target.dataset:  # cross-domain: named source_to_target, filed under the target
+        source, target = cfg.data.dataset, cfg.data.target.dataset
+        assert path.name.endswith(f"_{source}_to_{target}_{cfg.data.crop_size}.yaml"), "name must carry domains, crop"
+        assert path.parent.name == target
+    elif path in PUBLISHED:
         crop, split = cfg.data.crop_size, cfg.data.split
         assert path.name.endswith(f"_{crop}_{split}.yaml"), "file name must carry crop and split"
         assert path.parent.name == cfg.data.dataset
@@ -40,7 +44,8 @@ def test_config_loads_and_validates(path):
 
 
 @pytest.mark.skipif(not SPLITS.is_dir(), reason="shared/splits not available")
-@pytest.mark.parametrize("path", [p for p in PUBLISHED if "pascal" in p.parts or "cityscapes" in p.parts],
+@pytest.mark.parametrize("path", [p for p in PUBLISHED if ("pascal" in p.parts or "cityscapes" in p.parts)
+                                  and "_to_" not in p.name],  # cross-domain: tests/test_domains.py
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_iterations_follow_the_epoch_equivalent_rule(path):
     cfg = load_config(path)

@@ -262,17 +262,22 @@ ROWS = [
     Row("config", "optimizer", "Unknown optimiser",
         "error: invalid value for 'train.optimizer': 'adam' (allowed: sgd, adamw)", train("train.optimizer=adam")),
     Row("config", "weak_pipeline", "Unknown weak pipeline",
-        "error: invalid value for 'data.weak_pipeline': 'strong' (allowed: unimatch, cps, or null)",
+        "error: invalid value for 'data.weak_pipeline': 'strong' (allowed: unimatch, cps, u2pl, or null)",
         train("data.weak_pipeline=strong")),
     Row("config", "micro_batch", "Micro-batch that does not divide the batch",
         "error: train.micro_batch_size=3 must divide the per-process batch total_batch_size / world size = "
         "4 / 1 = 4", train("train.micro_batch_size=3", "train.total_batch_size=4")),
     Row("config", "unknown_method", "Unknown method name",
         "error: unknown method 'fixmach' (did you mean 'fixmatch'?); valid methods: cps, fixmatch, mean_teacher, "
-        "supervised, unimatch, unimatch_v2", train("method.name=fixmach")),
+        "supervised, u2pl, unimatch, unimatch_v2", train("method.name=fixmach")),
     Row("config", "unknown_dataset", "Unknown dataset name",
         "error: unknown dataset 'camvidd' (did you mean 'camvid'?); valid datasets: ade20k, camvid, cityscapes, "
-        "coco, pascal, synthetic", train("data.dataset=camvidd")),
+        "coco, gta5, pascal, synthetic", train("data.dataset=camvidd")),
+    Row("config", "unknown_target_dataset", "Unknown target dataset name",
+        "error: data.target.dataset: unknown dataset 'cityscape' (did you mean 'cityscapes'?); valid datasets: "
+        "ade20k, camvid, cityscapes, coco, gta5, pascal, synthetic", train("data.target.dataset=cityscape")),
+    Row("config", "synthetic_style", "Unknown synthetic style",
+        "error: invalid value for 'data.synthetic.style': 'c' (allowed: a, b)", train("data.synthetic.style=c")),
     Row("config", "unknown_encoder", "Unknown encoder name",
         "error: unknown encoder 'resnet181' (did you mean 'resnet18'?); any timm model name works, e.g. "
         "resnet18, resnet50, mobilenetv3_large_100, tf_efficientnet_lite0 (see `semiseg list`)",
@@ -347,6 +352,25 @@ ROWS = [
     Row("data", "labeled_and_unlabeled", "Image in both the labeled and the unlabeled list",
         "error: 1 image(s) are both labeled and unlabeled, e.g. train/0.png (.../train.txt:1 and .../unl.txt:1); "
         "remove them from the unlabeled list", both_labeled_and_unlabeled),
+    Row("data", "no_val_list", "Dataset without a val list of its own (GTA5), in a one-dataset run",
+        "error: dataset 'gta5' has no val list of its own; set data.val_list=<list file> ('image mask' per line), "
+        "or make it the source of a cross-domain run (data.target.dataset)",
+        lambda s: s.train("data.dataset=gta5", f"data.root={s.image('gta5/images/0.png').parents[1]}",
+                          "data.num_labeled=null")),
+    Row("data", "target_other_classes", "Cross-domain target with other classes than the source",
+        "error: data.dataset 'synthetic' (7 classes) and data.target.dataset 'cityscapes' (19 classes) have "
+        "different classes: class 0 is 'background' in synthetic, 'road' in cityscapes; a cross-domain run needs "
+        "a target with the source's classes, in the same order", train("data.target.dataset=cityscapes")),
+    Row("data", "target_key_without_dataset", "A `data.target.*` key without `data.target.dataset`",
+        "error: data.target.root is set but data.target.dataset is not: name the target dataset "
+        "(data.target.dataset=...) or unset data.target.*", train("data.target.root=/data/cityscapes")),
+    Row("data", "source_list_in_cross_domain_run", "`data.val_list` or `data.unlabeled_list` in a cross-domain run",
+        "error: data.val_list does not apply to a cross-domain run (data.target.dataset=synthetic): the val images "
+        "come from the target; set data.target.val_list instead",
+        train("data.target.dataset=synthetic", "data.val_list=val.txt")),
+    Row("data", "missing_target_root", "Target dataset folder does not exist",
+        "error: dataset folder not found: .../absent (dataset 'camvid'); pass data.target.root=/path/to/camvid",
+        lambda s: s.camvid("data.target.dataset=camvid", f"data.target.root={s.tmp / 'absent'}")[1]),
     Row("data", "num_labeled_too_many", "More labeled images asked for than the list has",
         "error: data.num_labeled=99 but the labeled list has 4 images; use 1..4", train("data.num_labeled=99")),
     Row("data", "unlabeled_batch_too_small", "Unlabeled batch too small for CutMix",
@@ -389,7 +413,7 @@ ROWS = [
     # command line
     Row("cli", "unknown_subcommand", "Unknown subcommand",
         "error: argument COMMAND: invalid choice: 'trian' (choose from 'list', 'train', 'eval', "
-        "'predict', 'demo', 'bench', 'report') (see `semiseg --help`)", lambda s: ["trian", SUP], kind="argparse"),
+        "'predict', 'show', 'demo', 'bench', 'report') (see `semiseg --help`)", lambda s: ["trian", SUP], kind="argparse"),
     Row("cli", "unknown_option", "Unknown option",
         "error: unrecognized arguments: --bogus (see `semiseg --help`)", lambda s: s.train("--bogus"),
         kind="argparse"),

@@ -63,13 +63,48 @@ def cfg(**kwargs):
 
 def test_registered_presets():
     expected = {"camvid": (11, "original"), "pascal": (21, "original"), "cityscapes": (19, "sliding_window"),
-                "coco": (81, "original"), "ade20k": (150, "original")}
+                "coco": (81, "original"), "ade20k": (150, "original"), "gta5": (19, "sliding_window")}
     for name, (classes, mode) in expected.items():
         preset = DATASETS.get(name)
         assert isinstance(preset, Preset) and preset.name == name
         assert preset.num_classes == classes == len(preset.palette) and preset.eval_mode == mode
     assert voc_palette(21)[15] == (192, 128, 128)  # VOC "person"
     assert DATASETS.get("cityscapes").palette[0] == (128, 64, 128)
+    gta5, cityscapes = DATASETS.get("gta5"), DATASETS.get("cityscapes")
+    assert gta5.class_names is cityscapes.class_names and gta5.palette == cityscapes.palette
+
+
+def gta5_tree(root: Path, labels: dict) -> Path:
+    """GTA5's layout: images/<name>.png (RGB) and labels/<name>.png, 16x16, label PNGs in Cityscapes label ids
+    (palette mode, as GTA5 ships them); `labels` maps a name to its 16x16 array of label ids."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name, ids in labels.items():
+        Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(root / "images" / f"{name}.png")
+        label = Image.fromarray(ids.astype(np.uint8), mode="L").convert("P")
+        label.putpalette(sum(DATASETS.get("cityscapes").palette, ()) * 13)
+        label.save(root / "labels" / f"{name}.png")
+    return root
+
+
+def test_gta5_maps_cityscapes_label_ids_to_train_ids(tmp_path):
+    ids = np.zeros((16, 16), np.uint8)  # 0 (unlabeled) -> ignore
+    ids[:4], ids[4:8], ids[8:10], ids[10:12], ids[12:14, :8] = 7, 26, 33, 24, 34  # road, car, bicycle, person, 34
+    ids[14:, :8], ids[14:, 8:] = 23, 1  # sky, ego vehicle (ignored)
+    root = gta5_tree(tmp_path / "gta5", {"00002": ids, "00001": np.full((16, 16), 8, np.uint8)})
+    out = DATASETS.get("gta5").build_labeled(cfg(dataset="gta5", root=str(root)))[0]
+    assert [out.name(i) for i in range(len(out))] == ["images/00001.png", "images/00002.png"]  # sorted
+    assert (out.load(0).mask == 1).all()  # sidewalk
+    mask = out.load(1).mask
+    assert (mask[:4] == 0).all() and (mask[4:8] == 13).all() and (mask[8:10] == 18).all()
+    assert (mask[10:12] == 11).all() and (mask[14:, :8] == 10).all()
+    assert (mask[14:, 8:] == 255).all() and (mask[12:14, :8] == 255).all() and (mask[12:14, 8:] == 255).all()
+    # a list file instead of the folder's images; a single-dataset run names its val list
+    write_list(root / "few.txt", ["images/00002.png labels/00002.png"])
+    out = DATASETS.get("gta5").build(cfg(dataset="gta5", root=str(root), labeled_list="few.txt", val_list="few.txt"))
+    assert len(out.labeled) == 1 and out.val.load(0).mask[0, 0] == 0
+    with pytest.raises(SemisegError, match=r"^dataset 'gta5' has no val list of its own; set data.val_list="):
+        DATASETS.get("gta5").build(cfg(dataset="gta5", root=str(root)))
 
 
 @needs_splits

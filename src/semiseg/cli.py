@@ -1,4 +1,4 @@
-"""`semiseg` command line: list, train, eval, predict, demo, bench, report.
+"""`semiseg` command line: list, train, eval, predict, show, demo, bench, report.
 
 Every user-fixable problem surfaces as one line `error: ...` and exit status
 2 (SemisegError); anything else is a bug and keeps its traceback.
@@ -69,6 +69,15 @@ def _cmd_predict(args) -> int:
     written = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network)
     print(f"wrote {len(written)} predictions to {args.out} (per image NAME.EXT: NAME.EXT.pred.png palette PNG "
           "+ NAME.EXT.overlay.jpg)")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from .engine.batch_picture import show_batch
+
+    path = show_batch(args.config, list(args.overrides), args.out, step=args.step, checkpoint=args.checkpoint,
+                      root=args.root)
+    print(f"wrote {path}")
     return 0
 
 
@@ -171,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
     _add_network_option(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("show", help="a picture of what the method does with a training batch",
+                       description="Draw the training batch of step N as training draws it (same seed: same crops, "
+                                   "boxes and strong views), run the method's explain() on it and write its panels "
+                                   "as one PNG (needs matplotlib: pip install 'semiseg[report]'); key=value pairs "
+                                   "override the config.")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--out", required=True, help="the PNG to write (its folder is created)")
+    p.add_argument("--step", type=int, help="the training step whose batch to draw (default: the checkpoint's "
+                                            "step, or 0)")
+    p.add_argument("--checkpoint", help="latest.pt, best.pt or a run folder (its latest.pt): use its method state")
+    p.add_argument("--root", help="dataset folder (same as data.root=...)")
+    p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("demo", help="supervised vs FixMatch on the synthetic scenes, with a comparison table")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both runs")

@@ -32,12 +32,39 @@ from .registry import closest
 
 @dataclass
 class SyntheticConfig:
-    """The procedurally rendered dataset (no files): sizes and scene seed."""
+    """The procedurally rendered dataset (no files): sizes, scene seed and style."""
 
     num_train: int = 800  # train scenes (the list that data.num_labeled / labeled_fraction carve)
     num_val: int = 120  # val scenes
     image_size: int = 64  # side of the square scenes, in pixels
     scene_seed: int = 0  # seed of the rendered scenes (independent of the training seed)
+    # a (the default rendering) | b: the same scenes and label maps in other colours, ground texture and
+    # lighting (a second domain: docs/datasets.md, "Across domains")
+    style: str = "a"
+
+
+@dataclass
+class TargetSyntheticConfig:
+    """The target's rendered scenes (data.target.dataset=synthetic); an unset key takes data.synthetic's value."""
+
+    style: Optional[str] = None  # a | b: the target's rendering (e.g. b for a style-A source)
+    num_train: Optional[int] = None  # target train scenes: the unlabeled stream
+    num_val: Optional[int] = None  # target val scenes: the evaluation set
+    image_size: Optional[int] = None  # side of the target's scenes, in pixels
+    scene_seed: Optional[int] = None  # seed of the target's scenes (another seed than the source's: other layouts)
+
+
+@dataclass
+class TargetConfig:
+    """A second dataset with the source's classes: the unlabeled stream and the val set of a cross-domain run."""
+
+    # unset: one dataset. A preset with data.dataset's classes: data.dataset/data.root give the labeled images
+    # only, this dataset the unlabeled images and the val set (with its eval mode, crop and palette)
+    dataset: Optional[str] = None
+    root: Optional[str] = None  # the target's folder (its preset's default when unset)
+    unlabeled_list: Optional[str] = None  # "image [mask]" per line, relative to data.target.root (default: train list)
+    val_list: Optional[str] = None  # "image mask" per line, relative to data.target.root (the preset's when unset)
+    synthetic: TargetSyntheticConfig = field(default_factory=TargetSyntheticConfig)
 
 
 @dataclass
@@ -60,6 +87,7 @@ class DataConfig:
     strong_blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
     num_workers: int = 2  # DataLoader worker processes of each training loader (labeled, unlabeled)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)  # cross-domain runs: unset by default
 
 
 @dataclass

@@ -25,11 +25,13 @@ from .errors import SemisegError
 Check = Callable[[Any], bool]
 
 PATH_KEYS = ("output_dir", "data.root", "data.splits_dir", "data.labeled_list", "data.unlabeled_list",
-             "data.val_list", "model.pretrained")
+             "data.val_list", "data.target.root", "data.target.unlabeled_list", "data.target.val_list",
+             "model.pretrained")
 EVAL_MODES = ("original", "center_crop", "resize", "sliding_window")
 AMP_MODES = ("off", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
 WEAK_PIPELINES = ("unimatch", "cps", "u2pl")
+SYNTHETIC_STYLES = ("a", "b")
 OUTPUT_STRIDES = (8, 16, 32)
 _DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 
@@ -93,6 +95,12 @@ RULES: List[Tuple[str, Tuple[Check, str]]] = [
     ("data.synthetic.num_val", int_at_least(1)),
     ("data.synthetic.image_size", int_at_least(1)),
     ("data.synthetic.scene_seed", int_at_least(0)),
+    ("data.synthetic.style", one_of(*SYNTHETIC_STYLES)),
+    ("data.target.synthetic.style", optional(one_of(*SYNTHETIC_STYLES))),
+    ("data.target.synthetic.num_train", optional(int_at_least(1))),
+    ("data.target.synthetic.num_val", optional(int_at_least(1))),
+    ("data.target.synthetic.image_size", optional(int_at_least(1))),
+    ("data.target.synthetic.scene_seed", optional(int_at_least(0))),
     ("model.output_stride", one_of(*OUTPUT_STRIDES)),
     ("model.aspp_channels", int_at_least(1)),
     ("model.decoder_channels", int_at_least(1)),

@@ -4,6 +4,11 @@ A `Preset` turns the `data` config section into `DatasetSplits` (labeled,
 unlabeled, val sources). `ListPreset` implements the list-file rules shared by
 the real datasets; other presets (e.g. the rendered `synthetic` one) subclass
 `Preset` and override `build`. Presets are registered in `DATASETS` by name.
+
+A cross-domain run (data/domains.py) takes one part from each of two presets:
+`build_labeled` of the source, `build_unlabeled` and `build_val` of the target.
+Their config section may be `data.target` read as a `data` section: its
+`key_prefix` ("data.target.") is what the messages name.
 """
 
 from __future__ import annotations
@@ -48,6 +53,19 @@ def make_lut(mapping: Dict[int, int]) -> np.ndarray:
     return lut
 
 
+def ignore_lut(mapping: Dict[int, int]) -> np.ndarray:
+    """A 256-entry uint8 label lookup: `mapping` (raw value -> internal id), every other value ignored (255)."""
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for raw, internal in mapping.items():
+        lut[raw] = internal
+    return lut
+
+
+def _key(data_cfg, name: str) -> str:
+    """The dotted config key of `name` in this section: data.<name>, or data.target.<name> for a target."""
+    return f"{getattr(data_cfg, 'key_prefix', None) or 'data.'}{name}"
+
+
 @dataclass
 class DatasetSplits:
     """The three sources of a run; `lists` says where each came from (for logs)."""
@@ -84,6 +102,20 @@ class Preset:
         """The labeled, unlabeled and val sources for the `data` config section."""
         raise NotImplementedError(f"preset {self.name} does not implement build()")
 
+    def build_labeled(self, data_cfg) -> Tuple[Source, str]:
+        """A cross-domain run's labeled source (this preset is the source) and where it came from: the train
+        list, carved by num_labeled / labeled_fraction (the rest is not used)."""
+        raise NotImplementedError(f"preset {self.name} cannot be the source of a cross-domain run")
+
+    def build_unlabeled(self, data_cfg) -> Tuple[Source, str]:
+        """A cross-domain run's unlabeled source (this preset is the target): every train image, masks unread."""
+        raise NotImplementedError(f"preset {self.name} cannot be the target of a cross-domain run")
+
+    def build_val(self, data_cfg) -> Tuple[Source, str]:
+        """The val source alone and where it came from (`semiseg eval` reads nothing else)."""
+        splits = self.build(data_cfg)
+        return splits.val, splits.lists.get("val", "")
+
 
 @dataclass(frozen=True)
 class GlobList:
@@ -92,11 +124,11 @@ class GlobList:
     pattern: str  # relative to the root, e.g. "train2017/*.jpg"
     mask_of: Optional[Callable[[str], str]] = None  # image path -> mask path (None: no masks)
 
-    def entries(self, root: Path, key: str) -> List[ListEntry]:
+    def entries(self, root: Path, key: str, root_key: str = "data.root") -> List[ListEntry]:
         where = str(root / self.pattern)
         images = sorted(p.relative_to(root).as_posix() for p in root.glob(self.pattern) if p.is_file())
         if not images:
-            raise SemisegError(f"no files match {where}; check data.root or set {key}=<list file>")
+            raise SemisegError(f"no files match {where}; check {root_key} or set {key}=<list file>")
         return [ListEntry(im, self.mask_of(im) if self.mask_of else None, 0, where) for im in images]
 
 
@@ -121,17 +153,18 @@ class ListPreset(Preset):
     """A dataset on disk described by list files (the standard split layout, shared/splits)."""
 
     train_list: Union[str, GlobList] = "train.txt"  # "{splits}/..." lives under splits_dir, else under root
-    val_list: str = "val.txt"
+    val_list: Optional[str] = "val.txt"  # None: no val list of its own (data.val_list must name one)
     unlabeled_glob: Optional[GlobList] = None  # images of the root not in the labeled list (COCO)
 
     def resolve_root(self, data_cfg) -> Path:
         value = _cfg(data_cfg, "root") or self.default_root
+        key = _key(data_cfg, "root")
         if not value:
-            raise SemisegError(f"dataset '{self.name}' has no default folder; pass data.root=/path/to/{self.name}")
+            raise SemisegError(f"dataset '{self.name}' has no default folder; pass {key}=/path/to/{self.name}")
         root = Path(os.path.expanduser(str(value)))
         if not root.is_dir():
             raise SemisegError(
-                f"dataset folder not found: {root} (dataset '{self.name}'); pass data.root=/path/to/{self.name}"
+                f"dataset folder not found: {root} (dataset '{self.name}'); pass {key}=/path/to/{self.name}"
             )
         return root
 
@@ -164,30 +197,74 @@ class ListPreset(Preset):
 
     def _default(self, spec: Union[str, GlobList], root: Path, data_cfg, key: str) -> List[ListEntry]:
         if isinstance(spec, GlobList):
-            return spec.entries(root, key)
+            return spec.entries(root, key, _key(data_cfg, "root"))
         if spec.startswith(SPLITS):
             return read_list(self.splits_dir(data_cfg) / self.name / spec[len(SPLITS):], key)
         return read_list(root / spec, key)
 
-    def _check_first(self, entries: List[ListEntry], root: Path) -> None:
+    def _check_first(self, entries: List[ListEntry], root: Path, data_cfg=None) -> None:
         """Fail fast when a list's first image is not under the root (the usual wrong data.root)."""
         if entries and not (root / entries[0].image).is_file():
-            first = entries[0]
+            first, key = entries[0], _key(data_cfg, "root")
             raise SemisegError(
-                f"{first.where}: image {root / first.image} not found; is data.root={root} the {self.name} "
-                "folder the list's paths are relative to? Fix data.root or the list"
+                f"{first.where}: image {root / first.image} not found; is {key}={root} the {self.name} "
+                f"folder the list's paths are relative to? Fix {key} or the list"
             )
+
+    def _labeled_entries(self, root: Path, data_cfg, folder: Optional[Path]) -> List[ListEntry]:
+        """data.labeled_list, else the split's labeled.txt, else the preset's train list."""
+        if _cfg(data_cfg, "labeled_list"):
+            return read_list(_under(root, _cfg(data_cfg, "labeled_list")), "data.labeled_list")
+        if folder is not None:
+            return read_list(folder / "labeled.txt", "data.split")
+        return self._default(self.train_list, root, data_cfg, "data.labeled_list")
+
+    def _val_entries(self, root: Path, data_cfg) -> List[ListEntry]:
+        """The val list (data.val_list, else the preset's)."""
+        key = _key(data_cfg, "val_list")
+        if _cfg(data_cfg, "val_list"):
+            return read_list(_under(root, _cfg(data_cfg, "val_list")), key)
+        if self.val_list is None:
+            as_source = ", or make it the source of a cross-domain run (data.target.dataset)"
+            raise SemisegError(f"dataset '{self.name}' has no val list of its own; set {key}=<list file> "
+                               f"('image mask' per line){as_source if key == 'data.val_list' else ''}")
+        return self._default(self.val_list, root, data_cfg, key)
+
+    def _source(self, root: Path, entries: List[ListEntry], labeled: bool) -> ListFileSource:
+        return ListFileSource(root, entries, self.num_classes, entries[0].list_file,
+                              label_lut=self.label_lut, labeled=labeled)
+
+    def _folder(self, data_cfg) -> Optional[Path]:
+        """The split folder named by data.split, if any."""
+        return self.split_folder(data_cfg) if _cfg(data_cfg, "split") not in (None, "") else None
+
+    def build_labeled(self, data_cfg) -> Tuple[Source, str]:
+        root = self.resolve_root(data_cfg)
+        labeled, rest, carved = _carve(self._labeled_entries(root, data_cfg, self._folder(data_cfg)), data_cfg)
+        self._check_first(labeled, root, data_cfg)
+        unused = f"; {len(rest)} not used" if rest else ""
+        return self._source(root, labeled, True), _origin(labeled) + carved + unused
+
+    def build_unlabeled(self, data_cfg) -> Tuple[Source, str]:
+        root = self.resolve_root(data_cfg)
+        key = _key(data_cfg, "unlabeled_list")
+        if _cfg(data_cfg, "unlabeled_list"):
+            entries = read_list(_under(root, _cfg(data_cfg, "unlabeled_list")), key)
+        else:
+            entries = self._default(self.train_list, root, data_cfg, key)
+        self._check_first(entries, root, data_cfg)
+        return self._source(root, entries, False), _origin(entries)
+
+    def build_val(self, data_cfg) -> Tuple[Source, str]:
+        root = self.resolve_root(data_cfg)
+        val = self._val_entries(root, data_cfg)
+        self._check_first(val, root, data_cfg)
+        return self._source(root, val, True), _origin(val)
 
     def build(self, data_cfg) -> DatasetSplits:
         root = self.resolve_root(data_cfg)
-        split = _cfg(data_cfg, "split")
-        folder = self.split_folder(data_cfg) if split not in (None, "") else None
-        if _cfg(data_cfg, "labeled_list"):
-            labeled = read_list(_under(root, _cfg(data_cfg, "labeled_list")), "data.labeled_list")
-        elif folder is not None:
-            labeled = read_list(folder / "labeled.txt", "data.split")
-        else:
-            labeled = self._default(self.train_list, root, data_cfg, "data.labeled_list")
+        folder = self._folder(data_cfg)
+        labeled = self._labeled_entries(root, data_cfg, folder)
         from_default = not _cfg(data_cfg, "labeled_list") and folder is None
 
         if _cfg(data_cfg, "unlabeled_list"):
@@ -201,35 +278,35 @@ class ListPreset(Preset):
         else:
             unlabeled = []
 
-        num, fraction = _cfg(data_cfg, "num_labeled"), _cfg(data_cfg, "labeled_fraction")
-        carved = ""
-        if num is not None or fraction is not None:
-            seed = _cfg(data_cfg, "split_seed") or 0
-            labeled, rest = carve_labeled(labeled, num, fraction, seed)
-            unlabeled = rest + unlabeled
-            carved = f" (carved {len(labeled)}, split_seed={seed})"
+        labeled, rest, carved = _carve(labeled, data_cfg)
+        unlabeled = rest + unlabeled
         check_overlap(labeled, unlabeled)
 
-        if _cfg(data_cfg, "val_list"):
-            val = read_list(_under(root, _cfg(data_cfg, "val_list")), "data.val_list")
-        else:
-            val = self._default(self.val_list, root, data_cfg, "data.val_list")
+        val = self._val_entries(root, data_cfg)
         for entries in (labeled, unlabeled, val):
             self._check_first(entries, root)
 
-        def source(entries, is_labeled):
-            return ListFileSource(root, entries, self.num_classes, entries[0].list_file,
-                                  label_lut=self.label_lut, labeled=is_labeled)
-
-        def origin(entries):
-            return ", ".join(dict.fromkeys(e.list_file for e in entries))
-
         return DatasetSplits(
-            labeled=source(labeled, True),
-            unlabeled=source(unlabeled, False) if unlabeled else None,
-            val=source(val, True),
-            lists={"labeled": origin(labeled) + carved, "unlabeled": origin(unlabeled), "val": origin(val)},
+            labeled=self._source(root, labeled, True),
+            unlabeled=self._source(root, unlabeled, False) if unlabeled else None,
+            val=self._source(root, val, True),
+            lists={"labeled": _origin(labeled) + carved, "unlabeled": _origin(unlabeled), "val": _origin(val)},
         )
+
+
+def _carve(entries: List[ListEntry], data_cfg) -> Tuple[List[ListEntry], List[ListEntry], str]:
+    """(labeled, rest, note for the logs): the carve-out of num_labeled / labeled_fraction, if one is set."""
+    num, fraction = _cfg(data_cfg, "num_labeled"), _cfg(data_cfg, "labeled_fraction")
+    if num is None and fraction is None:
+        return entries, [], ""
+    seed = _cfg(data_cfg, "split_seed") or 0
+    labeled, rest = carve_labeled(entries, num, fraction, seed)
+    return labeled, rest, f" (carved {len(labeled)}, split_seed={seed})"
+
+
+def _origin(entries: List[ListEntry]) -> str:
+    """The list files (or globs) the entries came from."""
+    return ", ".join(dict.fromkeys(e.list_file for e in entries))
 
 
 def _coco_mask(image: str) -> str:
@@ -238,6 +315,10 @@ def _coco_mask(image: str) -> str:
 
 def _cityscapes_mask(image: str) -> str:
     return image.replace("leftImg8bit/", "gtFine/", 1).replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+
+
+def _gta5_mask(image: str) -> str:
+    return f"labels/{PurePosixPath(image).name}"
 
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -254,6 +335,10 @@ CITYSCAPES_PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 1
                       (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
                       (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
                       (0, 80, 100), (0, 0, 230), (119, 11, 32))
+# Cityscapes label ids (0-33: the *_gtFine_labelIds.png values, also GTA5's) -> the 19 train ids above, as in
+# cityscapesScripts' labels.py; every other id (void, and the classes Cityscapes does not evaluate) -> ignore.
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                        26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 COCO_CLASSES = ("background",) + tuple((
     "person, bicycle, car, motorcycle, airplane, bus, train, truck, boat, traffic light, fire hydrant, stop sign, "
     "parking meter, bench, bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe, backpack, umbrella, "
@@ -302,5 +387,13 @@ ADE20K = ListPreset("ade20k", ADE20K_CLASSES, voc_palette(151)[1:], eval_mode="o
                     label_lut=make_lut({0: IGNORE_INDEX, **{c: c - 1 for c in range(1, 151)}}),
                     train_list=SPLITS + "all/labeled.txt", val_list=SPLITS + "val.txt")
 
-for _preset in (CAMVID, PASCAL, CITYSCAPES, COCO, ADE20K):
+# GTA5 (Richter et al. 2016, 24,966 rendered 1914x1052 frames): images/<name>.png, labels/<name>.png in Cityscapes
+# label ids, mapped to the Cityscapes train ids (the same classes and palette), so it can be the source of a run
+# whose target is Cityscapes. No val list of its own (a single-dataset run names one: data.val_list). Eval mode
+# and crop as Cityscapes.
+GTA5 = ListPreset("gta5", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, eval_mode="sliding_window", crop_size=801,
+                  label_lut=ignore_lut(CITYSCAPES_TRAIN_IDS), train_list=GlobList("images/*.png", _gta5_mask),
+                  val_list=None)
+
+for _preset in (CAMVID, PASCAL, CITYSCAPES, COCO, ADE20K, GTA5):
     DATASETS.register(_preset.name)(_preset)

@@ -29,14 +29,24 @@ Measurements are in the README's demo section.
 
 A scene is a pure function of (scene_seed, split, index): deterministic,
 a few ms to render at 64x64, nothing cached on disk.
+
+Two styles (`data.synthetic.style`), a second domain with the same classes:
+"a" is the rendering above (bit-identical to version 3); "b" renders the
+same layout (the same mask for the same scene) with another palette
+(channels rotated, saturated, darker), a cobblestone ground instead of the
+blotches, and a spotlight with a blue-green cast, darker mid-tones and more
+noise instead of style A's illumination. Object and stuff textures keep
+their kind (they are what tells the classes apart).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import numpy as np
 
+from ..errors import SemisegError
 from .sample import Sample
 
 CLASS_NAMES = ("background", "grass", "water", "disk", "box", "triangle", "ring")
@@ -50,6 +60,13 @@ MAX_HAZE = 0.15
 TEXTURE = 0.15  # amplitude of the objects' interior textures
 BACKGROUND_MOTTLE = 0.3  # peak-to-peak amplitude of the background's blotchy texture
 STUFF_COVERAGE = (0.25, 0.45)  # fraction of the image each stuff region (grass, water) covers
+STYLES = ("a", "b")  # data.synthetic.style
+STYLE_B_SATURATION = 2.0  # style B's colours: saturation x2 around their grey ...
+STYLE_B_DARKEN = 0.8  # ... then darkened
+STYLE_B_CAST = (0.75, 0.95, 1.2)  # style B's blue-green colour cast (each channel jittered by +-8 %)
+COBBLE_AREA = 100.0  # style B's ground: mean cell area in pixels (cells of ~10 px)
+COBBLE_SHADE = 0.12  # brightness spread between cells
+COBBLE_MORTAR = 1.2  # width of the mortar lines, in pixels (difference of the two nearest cell distances)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -151,21 +168,81 @@ OBJECT_KINDS = ("disk", "box", "triangle", "ring")
 CONTEXT = {"disk": "grass", "box": None, "triangle": None, "ring": "water"}
 
 
-def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (image uint8 HxWx3, mask uint8 HxW) scene."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    # ground: smooth colour gradient
+def _mottled_ground(rng, size) -> np.ndarray:
+    """Style A's ground: a smooth colour gradient with a texture of its own (mottling, ~6 px blobs), so
+    "flat" is not a background cue."""
     ground = _random_colour(rng)
     shade = _smooth_noise(rng, size, 2)[..., None]
-    # background has a texture of its own (mottling, ~6 px blobs), so "flat" is not a background cue
     mottle = _smooth_noise(rng, size, int(rng.integers(8, 12)))[..., None] - 0.5
-    image = np.clip(ground[None, None, :] * (0.7 + 0.6 * shade) + BACKGROUND_MOTTLE * mottle, 0, 1)
+    return np.clip(ground[None, None, :] * (0.7 + 0.6 * shade) + BACKGROUND_MOTTLE * mottle, 0, 1)
+
+
+def _style_b_colour(colour: np.ndarray) -> np.ndarray:
+    """Style B's palette: a style-A colour with its channels rotated (r, g, b) -> (g, b, r), its saturation
+    doubled around its grey level, and darkened; as in style A, every class draws from the same palette."""
+    rotated = colour[[1, 2, 0]]
+    grey = rotated.mean()
+    return np.clip(STYLE_B_DARKEN * (grey + STYLE_B_SATURATION * (rotated - grey)), 0, 1)
+
+
+def _cobblestones(rng, size) -> np.ndarray:
+    """Style B's ground: irregular cells of ~10 px (a Voronoi tiling) with dark mortar lines between them and
+    a brightness of their own, in one style-B colour (style A's ground is soft blotches)."""
+    colour = _style_b_colour(_random_colour(rng))
+    seeds = rng.uniform(0, size, size=(max(4, round(size * size / COBBLE_AREA)), 2))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    dist = np.sqrt((yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2)
+    nearest = np.partition(dist, 1, axis=0)
+    cell = np.argmin(dist, axis=0)
+    shade = 1.0 + rng.uniform(-COBBLE_SHADE, COBBLE_SHADE, size=len(seeds))[cell]
+    mortar = np.where(nearest[1] - nearest[0] < COBBLE_MORTAR, 0.55, 1.0)
+    return np.clip(colour[None, None, :] * (shade * mortar)[..., None], 0, 1)
+
+
+def _lighting(rng, image, yy, xx) -> np.ndarray:
+    """Style A's illumination: linear light gradient, colour cast, gamma, haze, sensor noise."""
+    size = image.shape[0]
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2)) / size
+    light = rng.uniform(0.6, 1.2) * (1.0 + rng.uniform(0.0, 0.6) * ramp)
+    cast = rng.uniform(0.75, 1.25, size=3)
+    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.75, 1.33)
+    haze = rng.uniform(0.0, MAX_HAZE)  # low contrast: blend towards a flat haze colour
+    image = (1 - haze) * image + haze * rng.uniform(0.2, 0.8, size=3)[None, None, :]
+    return np.clip(image + rng.normal(0, 0.03, size=image.shape), 0, 1)
+
+
+def _spotlight(rng, image, yy, xx) -> np.ndarray:
+    """Style B's illumination: a spotlight (bright around a random point, falling off to half towards the
+    edges), a blue-green colour cast, darker mid-tones (gamma > 1) and more sensor noise (σ 0.04, not 0.03)."""
+    size = image.shape[0]
+    cy, cx = rng.uniform(0.2 * size, 0.8 * size, size=2)
+    falloff = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (0.45 * size) ** 2))
+    light = rng.uniform(0.5, 0.6) + rng.uniform(0.55, 0.75) * falloff
+    cast = np.array(STYLE_B_CAST) * rng.uniform(0.92, 1.08, size=3)
+    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(1.1, 1.4)
+    return np.clip(image + rng.normal(0, 0.04, size=image.shape), 0, 1)
+
+
+def render_scene(rng: np.random.Generator, size: int, style: str = "a",
+                 style_rng: Optional[np.random.Generator] = None) -> tuple[np.ndarray, np.ndarray]:
+    """One (image uint8 HxWx3, mask uint8 HxW) scene in `style` ("a" or "b").
+
+    The layout (regions, objects, clutter, so the mask) is drawn from `rng` in the same order in every style.
+    Style B paints it with its own palette (`_style_b_colour` of every drawn colour) and draws its ground
+    texture and lighting from `style_rng` (style A's ground is still drawn from `rng`, and discarded, so that
+    the layout draws that follow it are the same)."""
+    paint = _style_b_colour if style == "b" else (lambda colour: colour)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    image = _mottled_ground(rng, size)
+    if style == "b":
+        image = _cobblestones(style_rng, size)
     mask = np.zeros((size, size), dtype=np.uint8)
     regions = {}
     for cls, name in ((1, "grass"), (2, "water")):
         if rng.random() < 0.85:
             region = _stuff_region(rng, size, rng.uniform(*STUFF_COVERAGE)) & (mask == 0)
-            base = _random_colour(rng)
+            base = paint(_random_colour(rng))
             texture = _grass_texture(rng, size, base) if name == "grass" else _water_texture(rng, size, base, yy, xx)
             image[region] = texture[region]
             mask[region] = cls
@@ -181,7 +258,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
             j = int(rng.integers(len(ys)))
             centre = (ys[j], xs[j])
         shape = _object_mask(kind, rng, yy, xx, size, centre)
-        colour = _random_colour(rng)
+        colour = paint(_random_colour(rng))
         image[shape] = _object_appearance(kind, rng, colour, shape, yy, xx)[shape]
         mask[shape] = cls
     # clutter: thin strokes in random colours occluding everything (labelled background)
@@ -190,24 +267,20 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
         offset = rng.uniform(-size / 2, size / 2)
         dist = np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2) - offset
         stroke = np.abs(dist) < rng.uniform(0.4, 1.0)
-        image[stroke] = _random_colour(rng)
+        image[stroke] = paint(_random_colour(rng))
         mask[stroke] = 0
-    # illumination: linear light gradient, colour cast, gamma, sensor noise
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2)) / size
-    light = rng.uniform(0.6, 1.2) * (1.0 + rng.uniform(0.0, 0.6) * ramp)
-    cast = rng.uniform(0.75, 1.25, size=3)
-    image = np.clip(image * light[..., None] * cast[None, None, :], 0, 1) ** rng.uniform(0.75, 1.33)
-    haze = rng.uniform(0.0, MAX_HAZE)  # low contrast: blend towards a flat haze colour
-    image = (1 - haze) * image + haze * rng.uniform(0.2, 0.8, size=3)[None, None, :]
-    image = np.clip(image + rng.normal(0, 0.03, size=image.shape), 0, 1)
+    image = _spotlight(style_rng, image, yy, xx) if style == "b" else _lighting(rng, image, yy, xx)
     return (image * 255 + 0.5).astype(np.uint8), mask
 
 
-@functools.lru_cache(maxsize=1024)  # the default train + val sets (920 scenes of 16 KB) stay in memory
-def _rendered(scene_seed: int, split: str, scene: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A scene is a pure function of its key: render it once per process, then reuse it every epoch."""
-    return render_scene(np.random.default_rng([scene_seed, SPLIT_IDS[split], scene]), size)
+@functools.lru_cache(maxsize=2048)  # a run's scenes (920 by default, up to 1,840 in two styles; 16 KB each)
+def _rendered(scene_seed: int, split: str, scene: int, size: int,
+              style: str = "a") -> tuple[np.ndarray, np.ndarray]:
+    """A scene is a pure function of its key: render it once per process, then reuse it every epoch. The layout
+    stream is seeded by (scene_seed, split, scene) in every style, so both styles of a scene share its mask."""
+    key = [scene_seed, SPLIT_IDS[split], scene]
+    look = np.random.default_rng(key + [STYLES.index(style)]) if style != "a" else None
+    return render_scene(np.random.default_rng(key), size, style, look)
 
 
 class SyntheticScenes:
@@ -216,10 +289,14 @@ class SyntheticScenes:
     num_classes = len(CLASS_NAMES)
 
     def __init__(self, num_images: int, image_size: int = 64, scene_seed: int = 0, split: str = "train",
-                 indices=None, labeled: bool = True):
+                 indices=None, labeled: bool = True, style: str = "a"):
+        if style not in STYLES:
+            raise SemisegError(f"unknown synthetic style {style!r}; set data.synthetic.style to one of "
+                               f"{', '.join(STYLES)}")
         self.image_size = image_size
         self.scene_seed = scene_seed
         self.split = split
+        self.style = style
         self.indices = list(range(num_images)) if indices is None else list(indices)
         self.labeled = labeled
 
@@ -227,15 +304,16 @@ class SyntheticScenes:
         return len(self.indices)
 
     def name(self, index: int) -> str:
-        return f"synthetic/{self.split}/{self.indices[index]:05d}"
+        style = f"-{self.style}" if self.style != "a" else ""
+        return f"synthetic{style}/{self.split}/{self.indices[index]:05d}"
 
     def load(self, index: int) -> Sample:
-        image, mask = _rendered(self.scene_seed, self.split, self.indices[index], self.image_size)
+        image, mask = _rendered(self.scene_seed, self.split, self.indices[index], self.image_size, self.style)
         return Sample(image=image.copy(), mask=mask.copy() if self.labeled else None, name=self.name(index))
 
     def subset(self, indices, labeled: bool = True) -> "SyntheticScenes":
         return SyntheticScenes(0, self.image_size, self.scene_seed, self.split,
-                               [self.indices[i] for i in indices], labeled)
+                               [self.indices[i] for i in indices], labeled, self.style)
 
 
 def _register_preset():
@@ -243,13 +321,36 @@ def _register_preset():
     from .presets import DatasetSplits, Preset
     from .splits import carve_labeled
 
+    def scenes(syn, split: str, labeled: bool = True) -> SyntheticScenes:
+        """The train or val scenes of a `synthetic` section (data.synthetic, or the target's)."""
+        count = syn.num_train if split == "train" else syn.num_val
+        return SyntheticScenes(count, syn.image_size, syn.scene_seed, split, labeled=labeled,
+                               style=getattr(syn, "style", "a"))
+
+    def origin(syn, split: str) -> str:
+        return f"synthetic/{split} (style {getattr(syn, 'style', 'a')}, scene_seed={syn.scene_seed})"
+
     class SyntheticPreset(Preset):
         """Rendered scenes; `data.num_labeled` / `labeled_fraction` carve the labeled subset."""
 
+        def build_labeled(self, data_cfg):
+            train = scenes(data_cfg.synthetic, "train")
+            if data_cfg.num_labeled is None and data_cfg.labeled_fraction is None:
+                return train, origin(data_cfg.synthetic, "train")
+            labeled, rest = carve_labeled(list(range(len(train))), data_cfg.num_labeled, data_cfg.labeled_fraction,
+                                          data_cfg.split_seed)
+            return train.subset(labeled), (f"{origin(data_cfg.synthetic, 'train')}: {len(labeled)} labeled, "
+                                           f"split_seed={data_cfg.split_seed}; {len(rest)} not used")
+
+        def build_unlabeled(self, data_cfg):
+            return scenes(data_cfg.synthetic, "train", labeled=False), origin(data_cfg.synthetic, "train")
+
+        def build_val(self, data_cfg):
+            return scenes(data_cfg.synthetic, "val"), origin(data_cfg.synthetic, "val")
+
         def build(self, data_cfg) -> DatasetSplits:
             syn = data_cfg.synthetic
-            train = SyntheticScenes(syn.num_train, syn.image_size, syn.scene_seed, "train")
-            val = SyntheticScenes(syn.num_val, syn.image_size, syn.scene_seed, "val")
+            train, val = scenes(syn, "train"), scenes(syn, "val")
             if data_cfg.num_labeled is None and data_cfg.labeled_fraction is None:
                 return DatasetSplits(labeled=train, unlabeled=None, val=val, lists={"labeled": "synthetic/train"})
             labeled, unlabeled = carve_labeled(list(range(syn.num_train)), data_cfg.num_labeled,

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from .. import catalog
 from ..config import resolve_method_params
+from ..data.domains import dataset_preset
 from ..data.sampling import LABELED_STREAM, UNLABELED_STREAM, SeededItems, StepBatchSampler, StepSampler
 from ..data.transforms import StrongPhotometric, build_weak
 from ..data.views import LabeledDataset, UnlabeledDataset
@@ -17,7 +18,9 @@ from .batch_plan import BatchPlan
 
 
 def build_preset(cfg):
-    return catalog.DATASETS.get(cfg.data.dataset)
+    """data.dataset's preset, or for a cross-domain run (data.target.dataset) the source + target pair, whose
+    `build` gives source labeled, target unlabeled and target val images and whose eval defaults are the target's."""
+    return dataset_preset(cfg.data, catalog.DATASETS)
 
 
 def build_method(cfg, num_classes: int, load_weights: bool = True):

@@ -48,13 +48,16 @@ def load_for_inference(path, overrides=(), device=None):
 
 def evaluate_checkpoint(path, mode=None, root=None, overrides=(), network=None):
     """One process, or sharded over torchrun's processes (val image i on rank i mod W, all-reduced)."""
-    overrides = list(overrides) + ([f"data.root={root}"] if root else [])
-    cfg = _config_of(load_checkpoint(path), overrides)
+    ckpt = load_checkpoint(path)
+    if root:  # the val images' folder: a cross-domain run's come from its target
+        key = "data.target.root" if _config_of(ckpt, overrides).data.target.dataset else "data.root"
+        overrides = list(overrides) + [f"{key}={root}"]
+    cfg = _config_of(ckpt, overrides)
     context = init_distributed(cfg.device)
     try:
         cfg, preset, method, device = load_for_inference(path, overrides, context.device)
-        splits = preset.build(cfg.data)
-        result = evaluate(method.predictor(network), splits.val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
+        val, _ = preset.build_val(cfg.data)
+        result = evaluate(method.predictor(network), val, preset.num_classes, mode or cfg.eval.mode or preset.eval_mode,
                           crop_size=cfg.eval.crop_size or crop_size(cfg, preset),
                           resize_multiple=cfg.eval.resize_multiple, device=device, progress=True,
                           rank=context.rank, world_size=context.world_size, class_names=list(preset.class_names))

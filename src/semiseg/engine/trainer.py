@@ -60,10 +60,10 @@ def _flatten(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def _to_device(batch, device, memory_format=torch.contiguous_format):
+def to_device(batch, device, memory_format=torch.contiguous_format):
     """Tensors to `device`; image batches (4-D float) also to `memory_format`."""
     if isinstance(batch, dict):
-        return {k: _to_device(v, device, memory_format) for k, v in batch.items()}
+        return {k: to_device(v, device, memory_format) for k, v in batch.items()}
     if not isinstance(batch, torch.Tensor):
         return batch
     if batch.dim() == 4 and batch.is_floating_point():
@@ -201,6 +201,7 @@ class Trainer:
         model = {f"model.{key}": value for key, value in _flatten(OmegaConf.to_container(self.cfg.model, resolve=True))
                  if key != "pretrained"}
         return {"method.name": self.cfg.method.name, **model, "data.dataset": self.cfg.data.dataset,
+                "data.target.dataset": self.cfg.data.target.dataset,
                 "num_classes": self.num_classes, "data.crop_size": crop_size(self.cfg, self.preset),
                 "labeled images": len(self.splits.labeled),
                 "unlabeled images": len(self.splits.unlabeled) if self.splits.unlabeled is not None else 0,
@@ -337,7 +338,7 @@ class Trainer:
     def _train_step(self, passes: list, ctx: StepContext) -> dict:
         """For each update in the method's order: forward/backward every pass (gradients accumulate,
         all-reduced on the last), stop on a non-finite loss, step its optimiser. Returns the logs."""
-        passes = [_to_device(batch, self.device, self.memory_format) for batch in passes]
+        passes = [to_device(batch, self.device, self.memory_format) for batch in passes]
         logs = {}
         for update, runner in zip(self.updates, self.runners):
             losses = StepLosses()

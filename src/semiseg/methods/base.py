@@ -13,6 +13,8 @@ A method owns its networks and declares what it needs; the engine never reads it
 - `state_dict()/load_state_dict()`: nn.Module's: networks, teachers, discriminators and registered
   buffers (queues, counters) are all in `latest.pt`.
 - `variants`: named sets of `method.*` values worth testing and documenting besides the defaults.
+- `explain(batch, ctx) -> [Panel]`: pictures of what the method does with a batch (`semiseg show`); it
+  changes no state. Default: the images, the label map and `predict`'s classes of the first sample.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..components.optimizers import default_optimizer, merge_groups, param_group
 from ..config_checks import check_value, int_at_least, real_between
 from ..errors import SemisegError
 from .interface import StepContext, Update, Views
+from .panels import Panel, image_panel, keep_norm_statistics, labels_panel
 
 SUPERVISED_LOSSES = ("ce", "ohem")
 
@@ -133,6 +136,30 @@ class Method(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+    # -- pictures -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def explain(self, batch: dict, ctx: StepContext) -> List[Panel]:
+        """Panels of what the method does with `batch` at step `ctx` (docs/method_interface.md: Pictures).
+
+        Runs without gradients in whatever mode the caller set, and leaves every state of the method as
+        it was (no EMA update, no queue push, no teacher copy; normalisation statistics a train-mode
+        forward would move are restored). Default, for the first sample: the labeled image and its label
+        map, the unlabeled weak image (if the batch has one), and `predict`'s classes on the unlabeled
+        image (or the labeled one). `predict` runs on the whole stream, so train-mode BatchNorm sees a batch.
+        """
+        labeled, unlabeled = batch["labeled"], batch.get("unlabeled")
+        panels = [image_panel(labeled["image"][0], "labeled image"),
+                  labels_panel(labeled["mask"][0], "label map")]
+        if unlabeled is not None:
+            panels.append(image_panel(unlabeled["image_w"][0], "unlabeled image (weak view)"))
+            images, which = unlabeled["image_w"], "unlabeled"
+        else:
+            images, which = labeled["image"], "labeled"
+        with keep_norm_statistics(self):
+            logits = self.predict(images)
+        panels.append(labels_panel(logits[0].argmax(dim=0), f"prediction on the {which} image"))
+        return panels
 
     def networks(self) -> Dict[str, nn.Module]:
         """The segmentation networks this method holds, by attribute name (`model`, `teacher`, `model2`, ...)."""

@@ -51,11 +51,13 @@ from ..labels import IGNORE_INDEX
 from ..registry import METHODS
 from .base import Method, MethodParams
 from .interface import Views
+from .panels import Panel, image_panel, keep_norm_statistics, labels_panel
 
 UNSUP_NORMS = ("paper", "released")
 POSITIVE_FROM = ("candidates", "anchors")
 QUEUE_DTYPES = ("float32", "float16")
 COIN_SALT = 0x5A2917  # the per-batch CutMix coin is a function of the step (same on every rank)
+PARTITION_COLOURS = ((170, 170, 170), (44, 160, 44), (214, 39, 40))  # neither, reliable, unreliable
 
 
 @dataclass
@@ -145,6 +147,17 @@ class U2PL(Method):
         generator = torch.Generator().manual_seed(COIN_SALT + ctx.step)
         return bool(torch.rand((), generator=generator) < self.params.cutmix_prob)
 
+    def _mixed_targets(self, unlabeled: dict, logits_u: torch.Tensor, ctx) -> tuple:
+        """(x_u, ŷ, valid) of the step: ŷ = argmax of the eval-mode teacher's `logits_u` (ignore on padding), the
+        three CutMixed with the half-area box when the step's coin says so."""
+        x_u, valid_u = unlabeled["image_w"], unlabeled["valid"].bool()
+        pseudo, _ = pseudo_labels(logits_u)
+        pseudo = torch.where(valid_u, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        if self._cutmix_coin(ctx):
+            box = unlabeled["box"][:, 0]
+            x_u, pseudo, valid_u = (mix(t, box) for t in (x_u, pseudo, valid_u))
+        return x_u, pseudo, valid_u
+
     # -- the step -----------------------------------------------------------------------------------
     def supervised_terms(self, out_l: dict, y_l: torch.Tensor) -> tuple[torch.Tensor, dict]:
         loss_s = self.supervised_loss(out_l["logits"], y_l)
@@ -170,11 +183,8 @@ class U2PL(Method):
         x_u, valid_u = unlabeled["image_w"], unlabeled["valid"].bool()
 
         with torch.no_grad(), self._teacher_mode(False) as teacher:  # pseudo-labels: eval-mode teacher
-            pseudo, _ = pseudo_labels(teacher(x_u))
-        pseudo = torch.where(valid_u, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
-        if self._cutmix_coin(ctx):
-            box = unlabeled["box"][:, 0]
-            x_u, pseudo, valid_u = (mix(t, box) for t in (x_u, pseudo, valid_u))
+            logits_u = teacher(x_u)
+        x_u, pseudo, valid_u = self._mixed_targets(unlabeled, logits_u, ctx)
 
         n_l = len(x_l)
         out = self.model(torch.cat([x_l, x_u]), outputs=self.outputs("representation"))
@@ -245,3 +255,63 @@ class U2PL(Method):
     def predict(self, images):
         with self._teacher_mode(False) as teacher:
             return teacher(images)
+
+    # -- pictures -----------------------------------------------------------------------------------
+    def _teacher_at(self, ctx):
+        """The teacher's forward as `training_step` at `ctx` sees it, without `_start_teacher`'s writes: before the
+        first semi-supervised step the teacher would become a copy of the student (parameters and buffers), and
+        in the released first semi epoch (`compat_alias_first_epoch`) it takes the student's parameters."""
+        net = self.teacher.net
+        if not bool(self.semi_started):
+            swap = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        elif self.params.compat_alias_first_epoch and ctx.step < self.warmup_steps(ctx) + ctx.iters_per_epoch:
+            swap = dict(self.model.named_parameters())
+        else:
+            return net
+        return lambda *args, **kwargs: torch.func.functional_call(net, swap, args, kwargs)
+
+    @torch.no_grad()
+    def unlabeled_maps(self, batch: dict, ctx) -> dict:
+        """The step's unlabeled maps at `ctx`, computed without changing any state: `image` (x_u, CutMixed when
+        `mixed`), `pseudo` (ŷ, 255 on padding), `valid`, `entropy` (H of the train-mode teacher on the labeled and
+        mixed unlabeled batch), `alpha` (α_t) and `partition` (`reliable_partition`; percentiles over this
+        process's valid pixels, which on one process are the step's)."""
+        x_l, unlabeled = batch["labeled"]["image"], batch["unlabeled"]
+        teacher = self._teacher_at(ctx)
+        with keep_norm_statistics(self):  # the train-mode forward moves the BN statistics it uses
+            with self._teacher_mode(False):
+                logits_u = teacher(unlabeled["image_w"])
+            x_u, pseudo, valid_u = self._mixed_targets(unlabeled, logits_u, ctx)
+            with self._teacher_mode(True):
+                logits_t = teacher(torch.cat([x_l, x_u]))
+        alpha = drop_percent(ctx.step, ctx.total, self.params.drop_percent)
+        entropy = pixel_entropy(logits_t[len(x_l):].float().softmax(dim=1))
+        return {"image": x_u, "pseudo": pseudo, "valid": valid_u, "entropy": entropy, "alpha": alpha,
+                "partition": reliable_partition(entropy, valid_u, alpha), "mixed": self._cutmix_coin(ctx)}
+
+    @torch.no_grad()
+    def explain(self, batch, ctx):
+        """For the first unlabeled sample, what the step at `ctx` sees: the (CutMixed) image, its pseudo-labels, the
+        teacher's entropy with γ = P_{100−α_t}, the reliable / unreliable / neither partition, and the number of
+        keys in each class queue. Nothing is written (no teacher copy, no EMA update, no queue push)."""
+        maps = self.unlabeled_maps(batch, ctx)
+        part = maps["partition"]
+        warmup = self.warmup_steps(ctx)
+        note = f" (warm-up: unused before step {warmup})" if ctx.step < warmup else ""
+        mixed = "CutMixed with the half-area box" if maps["mixed"] else "no CutMix at this step"
+        # 0 neither, 1 reliable (H ≤ P_α), 2 unreliable (H ≥ γ; wins a tie at α = 50), 255 padding
+        category = torch.where(part.reliable[0], 1, 0)
+        category = torch.where(part.unreliable[0], 2, category)
+        category = torch.where(maps["valid"][0], category, IGNORE_INDEX)
+        gamma, low, alpha = float(part.high_threshold), float(part.low_threshold), maps["alpha"]
+        counts = self.queues.counts().cpu().numpy()
+        return [
+            image_panel(maps["image"][0], f"unlabeled image, {mixed}{note}"),
+            labels_panel(maps["pseudo"][0], "pseudo-labels (eval-mode teacher)"),
+            Panel(f"teacher entropy H; γ = P_(100−α_t) = {gamma:.3f}, α_t = {alpha:.1f} %", "scalar_map",
+                  maps["entropy"][0].cpu().numpy(), {"threshold": gamma, "label": "entropy (nats)"}),
+            Panel(f"reliable (H ≤ {low:.3f}) / unreliable (H ≥ γ)", "mask", category.cpu().numpy(),
+                  {"names": ["neither", "reliable", "unreliable"], "colours": PARTITION_COLOURS}),
+            Panel(f"keys per class queue ({int(counts.sum())} in all)", "bars", counts,
+                  {"labels": list(range(len(counts))), "class_indices": True, "ylabel": "keys"}),
+        ]
