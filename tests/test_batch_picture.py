@@ -144,7 +144,7 @@ def test_u2pl_training_step_is_unchanged_by_the_shared_helper():
         ctx = StepContext(step, 10, 2)
         with method._teacher_mode(False) as teacher, torch.no_grad():
             logits = teacher(batch["unlabeled"]["image_w"])
-        _, pseudo, valid = method._mixed_targets(batch["unlabeled"], logits, ctx)
+        _, pseudo, valid, _ = method._mixed_targets(batch["unlabeled"], logits, ctx)
         expected = torch.where(batch["unlabeled"]["valid"], logits.argmax(1), 255)
         if step == 8:
             assert method._cutmix_coin(ctx)

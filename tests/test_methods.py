@@ -50,6 +50,8 @@ def fake_batch(method, seed=0):
             box = UniMatchBox(p=1.0) if isinstance(views.box, UniMatchBox) else views.box
             batch["unlabeled"]["box"] = torch.stack([torch.stack([box(SIZE, SIZE) for _ in range(views.num_boxes)])
                                                      for _ in range(B)])
+        if views.alternative is not None:  # a cover mask per sample, about half covered
+            batch["unlabeled"]["cover"] = torch.rand(B, SIZE, SIZE, generator=g) < 0.5
     return batch
 
 

@@ -67,9 +67,9 @@ def test_unsupervised_loss_normalisations_by_hand():
     keep = torch.tensor([[[True, True], [True, False]]])
     valid = torch.tensor([[[True, True], [True, True]]])
     kept = 2 * torch.log(torch.tensor(2.0)) + torch.log(torch.tensor(4.0))
-    assert method.unsupervised_loss(logits, pseudo, keep, valid).item() == pytest.approx(kept.item() / 4, rel=1e-5)
+    assert method.unsupervised_loss(logits, pseudo, keep.float(), valid).item() == pytest.approx(kept.item() / 4, rel=1e-5)
     method.params.unsup_norm = "released"  # N_all · Σ kept / N_kept²
-    assert method.unsupervised_loss(logits, pseudo, keep, valid).item() == pytest.approx(4 * kept.item() / 9,
+    assert method.unsupervised_loss(logits, pseudo, keep.float(), valid).item() == pytest.approx(4 * kept.item() / 9,
                                                                                           rel=1e-5)
 
 

@@ -1,5 +1,7 @@
 """Labeled / unlabeled view datasets (docs/datasets.md, docs/method_interface.md: Views); unlabeled masks
-are never read, validity comes from the crop geometry."""
+are never read, validity comes from the crop geometry; an alternative view replaces one strong view and its box."""
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from semiseg.components.cutmix import HalfAreaBox, ToggledBoxes, UniMatchBox
 from semiseg.data.normalize import normalize
 from semiseg.data.sample import Sample
 from semiseg.data.transforms import StrongPhotometric, WeakCPS, WeakUniMatch
-from semiseg.data.views import LabeledDataset, UnlabeledDataset
+from semiseg.data.views import LabeledDataset, StrongReplacement, UnlabeledDataset
 from semiseg.errors import SemisegError
 
 S = 16
@@ -167,3 +169,72 @@ def test_declared_box_generators_and_counts():
     assert (item["box"].flatten(1).sum(1).float() / (S * S) - 0.5).abs().max() < 0.1  # half-area boxes
     with pytest.raises(SemisegError, match="box generator"):
         UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=1, num_boxes=1)
+
+
+@dataclass(frozen=True)
+class MirroredView:
+    """A test alternative: with probability p, the mirrored weak crop, a full box, the left half covered."""
+
+    p: float = 0.5
+
+    def __call__(self, image):
+        if torch.rand(()).item() >= self.p:
+            return None
+        height, width = image.shape[-2:]
+        cover = torch.zeros(height, width, dtype=torch.bool)
+        cover[:, : width // 2] = True
+        return StrongReplacement(image.flip(-1), torch.ones(height, width, dtype=torch.bool), cover)
+
+
+def test_alternative_view_replaces_its_strong_view_in_the_draw_order():
+    strong = StrongPhotometric()
+    for p in (0.0, 1.0, 0.5):
+        ds = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=3, strong=strong, box=UniMatchBox(),
+                              num_boxes=3, alternative=MirroredView(p), alternative_index=1)
+        for seed in range(4):
+            torch.manual_seed(seed)
+            item = ds[seed % 3]
+            # weak, copy 0 + box 0, the alternative's coin, copy 1 + box 1 if kept, copy 2 + box 2
+            torch.manual_seed(seed)
+            weak = WeakUniMatch(S)(ArraySource().images[seed % 3], None).image
+            images, boxes = [strong(weak)], [UniMatchBox()(S, S)]
+            replaced = MirroredView(p)(weak)
+            if replaced is None:
+                images.append(strong(weak))
+                boxes.append(UniMatchBox()(S, S))
+                cover = torch.zeros(S, S, dtype=torch.bool)
+            else:
+                images.append(replaced.image)
+                boxes.append(replaced.box)
+                cover = replaced.cover
+            images.append(strong(weak))
+            boxes.append(UniMatchBox()(S, S))
+            assert set(item) == {"image_w", "image_s", "box", "valid", "index", "cover"}
+            assert torch.allclose(item["image_s"], _norm(torch.stack(images)))
+            assert torch.equal(item["box"], torch.stack(boxes)) and torch.equal(item["cover"], cover)
+            if p == 1.0:
+                assert torch.allclose(item["image_s"][1], item["image_w"].flip(-1))
+
+
+def test_alternative_view_cover_is_collated_and_checked():
+    ds = UnlabeledDataset(ArraySource(n=4), WeakUniMatch(S), num_strong=2, box=UniMatchBox(), num_boxes=2,
+                          alternative=MirroredView(1.0))
+    batch = next(iter(DataLoader(ds, batch_size=4, num_workers=1)))
+    assert batch["cover"].shape == (4, S, S) and batch["cover"].dtype == torch.bool
+    assert batch["cover"][:, :, : S // 2].all() and not batch["cover"][:, :, S // 2:].any()
+    assert batch["box"][:, 1].all()
+    no_alternative = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=2, box=UniMatchBox(), num_boxes=2)
+    assert "cover" not in no_alternative[0]
+
+    class Broken:
+        def __call__(self, image):
+            empty = torch.zeros(S, S, dtype=torch.bool)
+            return StrongReplacement(image.float(), empty, empty)
+
+    broken = UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=2, box=UniMatchBox(), num_boxes=2,
+                              alternative=Broken())
+    with pytest.raises(SemisegError, match="alternative view returned an image"):
+        broken[0]
+    with pytest.raises(SemisegError, match="num_strong and num_boxes > 2"):
+        UnlabeledDataset(ArraySource(), WeakUniMatch(S), num_strong=2, box=UniMatchBox(), num_boxes=2,
+                         alternative=MirroredView(), alternative_index=2)

@@ -3,10 +3,11 @@
 A strong view k of unlabeled image i carries its own box; inside the box the image comes from the
 partner (docs/method_interface.md, partner rules), so the targets there must too:
 
-    L_s^k = masked CE( f(x_s^k), ŷ^k, 1[q^k ≥ τ], v^k ),   ŷ^k, q^k, v^k = ŷ, q, v mixed by box k
+    L_s^k = masked CE( f(x_s^k), ŷ^k, w^k, v^k ),   ŷ^k, w^k, v^k = ŷ, w, v mixed by box k
 
-(masked CE: components/losses.py, normalised by all valid pixels). The partner's pseudo-labels are
-the rolled (or flipped) maps of the same weak forward.
+with w the selection's per-pixel weight (1[q ≥ τ], or CSL's soft weights: components/selection.py;
+masked CE: components/losses.py, normalised by all valid pixels). The partner's pseudo-labels are the
+rolled (or flipped) maps of the same weak forward.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import torch
 
 from .cutmix import mix
 from .losses import masked_ce
-from .selection import select_by_threshold
 
 
 def mix_strong_views(images: torch.Tensor, boxes: torch.Tensor, rule: str = "roll") -> torch.Tensor:
@@ -23,22 +23,14 @@ def mix_strong_views(images: torch.Tensor, boxes: torch.Tensor, rule: str = "rol
     return torch.cat([mix(images[:, k], boxes[:, k], rule=rule) for k in range(images.shape[1])])
 
 
-def mixed_pseudo_label_loss(logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
-                            valid: torch.Tensor, box: torch.Tensor, threshold: float,
-                            rule: str = "roll") -> torch.Tensor:
-    """L_s of one strong view: masked CE against ŷ, 1[q ≥ τ] and v, each mixed by `box` like the image."""
-    selected = select_by_threshold(mix(confidence, box, rule=rule), threshold)
-    return masked_ce(logits, mix(pseudo, box, rule=rule), selected, mix(valid, box, rule=rule))
+def mixed_pseudo_label_loss(logits: torch.Tensor, pseudo: torch.Tensor, weight: torch.Tensor,
+                            valid: torch.Tensor, box: torch.Tensor, rule: str = "roll") -> torch.Tensor:
+    """L_s of one strong view: masked CE against ŷ, w and v, each mixed by `box` like the image."""
+    return masked_ce(logits, mix(pseudo, box, rule=rule), mix(weight, box, rule=rule), mix(valid, box, rule=rule))
 
 
-def mixed_pseudo_label_losses(logits_per_view, pseudo: torch.Tensor, confidence: torch.Tensor, valid: torch.Tensor,
-                              boxes: torch.Tensor, threshold: float, rule: str = "roll") -> list[torch.Tensor]:
+def mixed_pseudo_label_losses(logits_per_view, pseudo: torch.Tensor, weight: torch.Tensor, valid: torch.Tensor,
+                              boxes: torch.Tensor, rule: str = "roll") -> list[torch.Tensor]:
     """[L_s^k for each strong view k]: `logits_per_view[k]` against the targets mixed by `boxes[:, k]`."""
-    return [mixed_pseudo_label_loss(logits, pseudo, confidence, valid, boxes[:, k], threshold, rule)
+    return [mixed_pseudo_label_loss(logits, pseudo, weight, valid, boxes[:, k], rule)
             for k, logits in enumerate(logits_per_view)]
-
-
-def selected_ratio(confidence: torch.Tensor, valid: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The share of valid unlabeled pixels whose confidence passes τ (logged as `mask_ratio`)."""
-    valid = valid.float()
-    return ((select_by_threshold(confidence, threshold) * valid).sum() / valid.sum().clamp_min(1)).detach()

@@ -92,7 +92,8 @@ def build_train_batches(cfg, preset, splits, method, start: int, plan: BatchPlan
                            f"(train.unlabeled_batch_size={batch_u} over {plan.parts} passes); CutMix needs at "
                            "least 2 (a sample's partner is another sample of the same pass)")
     strong = StrongPhotometric(blur_sigma=tuple(data.strong_blur_sigma))
-    unlabeled = _loader(UnlabeledDataset(splits.unlabeled, weak, views.strong, strong, views.box, views.num_boxes),
+    unlabeled = _loader(UnlabeledDataset(splits.unlabeled, weak, views.strong, strong, views.box, views.num_boxes,
+                                         alternative=views.alternative, alternative_index=views.alternative_index),
                         StepSampler(len(splits.unlabeled), batch_u, cfg.seed, UNLABELED_STREAM),
                         start, total, data.num_workers, cfg.seed + 1, rank, plan)
     pairs = ({"labeled": batch_l, "unlabeled": batch_u} for batch_l, batch_u in zip(labeled, unlabeled))

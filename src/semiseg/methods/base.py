@@ -29,7 +29,8 @@ from ..components.cutmix import PARTNER_RULES
 from ..components.ema import EMATeacher
 from ..components.losses import ohem_ce, supervised_ce
 from ..components.optimizers import default_optimizer, merge_groups, param_groups_of
-from ..config_checks import check_value, int_at_least, real_between
+from ..components.csl_selection import SELECT_RULES as CSL_SELECT_RULES
+from ..config_checks import check_value, int_at_least, real_above, real_at_least, real_between
 from ..errors import SemisegError
 from .interface import StepContext, Update, Views
 from .panels import Panel, image_panel, keep_norm_statistics, labels_panel
@@ -76,6 +77,22 @@ class CutMixParams(MethodParams):
     choices: ClassVar[Dict[str, tuple]] = {"partner": PARTNER_RULES}
 
     partner: str = "roll"  # CutMix partner: roll = sample (i+1) mod B (our default) | flip = B−1−i (released V2)
+
+
+@dataclass
+class SelectionParams(MethodParams):
+    """The pseudo-label selection of a teacher-student method (components/selection.py; docs/methods/csl.md).
+
+    Each method lists the `selection` values it accepts in its own `choices` (its published rule first)."""
+
+    ranges: ClassVar[Dict[str, tuple]] = {"csl_alpha": real_above(0), "csl_g_alpha": real_above(0),
+                                          "csl_select_lambda": real_at_least(0)}
+    choices: ClassVar[Dict[str, tuple]] = {"csl_select": CSL_SELECT_RULES}
+
+    csl_alpha: float = 2.0  # selection: csl — α of the soft weight exp(−cz²/α)·exp(−rz²/α)
+    csl_g_alpha: float = 1.0  # selection: csl — scale of the residual dispersion s = g_alpha·g·RV
+    csl_select: str = "mean_conf"  # selection: csl — reliable cluster: mean_conf | linear | neglog
+    csl_select_lambda: float = 0.25  # selection: csl — λ of the linear / neglog cluster scores
 
 
 class Method(nn.Module):

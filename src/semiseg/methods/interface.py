@@ -1,8 +1,9 @@
 """The values a method and the engine exchange (docs/method_interface.md).
 
 - `StepContext`: where the step is (t, T, iterations per epoch-equivalent); what schedules read.
-- `Views`: what the method's batch holds: the weak pipeline, the strong views and the CutMix box
-  generator. The engine hands these to the data pipeline; `data/` never names a method.
+- `Views`: what the method's batch holds: the weak pipeline, the strong views, the CutMix box
+  generator and an optional alternative view that may replace one strong view. The engine hands
+  these to the data pipeline; `data/` never names a method.
 - `Update`: one optimiser, the modules it steps, the loss that drives it, its learning-rate
   schedule. A method returns them in the order they run within a step.
 """
@@ -14,6 +15,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from semiseg.data.views import AlternativeView, StrongReplacement  # noqa: F401  (re-exported)
 
 SCHEDULES = ("poly", "constant")
 
@@ -55,6 +58,11 @@ class Views:
     box: the CutMix box generator (`components/cutmix.py`) or None; with one, `box` holds `num_boxes`
       masks per sample (B x num_boxes x S x S).
     boxes: how many; default one per strong view, or one when there is no strong view.
+    alternative: an `AlternativeView` or None: a small picklable callable, called per sample with the uint8
+      weak crop (3 x S x S) from torch's RNG, that returns None (keep the standard strong view and box
+      `alternative_index`) or a `StrongReplacement(image, box, cover)` that replaces them. With one, the
+      batch holds `cover` (B x S x S bool; all False for a sample that kept its standard view).
+    alternative_index: which strong view (and box) the alternative may replace; default the second.
     """
 
     unlabeled: bool = False
@@ -62,12 +70,24 @@ class Views:
     strong: int = 0
     box: Optional[BoxGenerator] = None
     boxes: Optional[int] = None
+    alternative: Optional[AlternativeView] = None
+    alternative_index: int = 1
 
     def __post_init__(self):
         if self.strong < 0 or (self.boxes is not None and self.boxes < 0):
             raise ValueError(f"Views: strong and boxes must be >= 0, got {self.strong}, {self.boxes}")
         if not self.unlabeled and (self.strong or self.box is not None):
             raise ValueError("Views: strong views and boxes are made of unlabeled images; set unlabeled=True")
+        if self.alternative is not None:
+            k = self.alternative_index
+            if k < 0:
+                raise ValueError(f"Views: alternative_index must be >= 0, got {k}")
+            if self.strong < k + 1:
+                raise ValueError(f"Views: the alternative view replaces strong view {k}; it needs strong >= {k + 1}, "
+                                 f"got {self.strong}")
+            if self.box is None or self.num_boxes < k + 1:
+                raise ValueError(f"Views: the alternative view replaces box {k} too; it needs a box generator and "
+                                 f"at least {k + 1} boxes, got {self.num_boxes}")
 
     @property
     def num_boxes(self) -> int:

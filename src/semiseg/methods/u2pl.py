@@ -44,12 +44,12 @@ from ..components.cutmix import HalfAreaBox, mix
 from ..components.ema import EMATeacher
 from ..components.entropy_partition import drop_percent, pixel_entropy, reliable_partition
 from ..components.infonce import class_contrastive_loss
-from ..components.selection import pseudo_labels
+from ..components.selection import pseudo_labels, reliable_ratio, select_pseudo_labels
 from ..config_checks import int_at_least, real_above, real_at_least, real_between
 from ..errors import SemisegError
 from ..labels import IGNORE_INDEX
 from ..registry import METHODS
-from .base import Method, MethodParams
+from .base import Method, SelectionParams
 from .interface import Views
 from .panels import Panel, image_panel, keep_norm_statistics, labels_panel
 
@@ -61,7 +61,7 @@ PARTITION_COLOURS = ((170, 170, 170), (44, 160, 44), (214, 39, 40))  # neither, 
 
 
 @dataclass
-class U2PLParams(MethodParams):
+class U2PLParams(SelectionParams):
     unsup_weight: float = 1.0  # λ_u
     contrastive_weight: float = 0.1  # λ_c (released: 1 with a 1/W all-reduce, i.e. 1/W effective)
     ema_decay: float = 0.99  # α of λ_k = min(1 − 1/(k+1), α), k counted from the first semi-supervised step
@@ -80,12 +80,13 @@ class U2PLParams(MethodParams):
     queue_dtype: str = "float32"  # float32 | float16 (halves the queues' memory)
     positive_from: str = "candidates"  # prototype over: candidates (paper) | anchors
     aux_weight: float = 0.4  # weight of the auxiliary head's loss (when model.heads.auxiliary is on)
+    selection: str = "entropy"  # L_u's pixels: entropy (kept below γ, the paper) | csl (CSL's soft weights)
     unsup_norm: str = "paper"  # paper: Σ kept CE / Σ valid | released: N_all·Σ kept CE / N_kept² (comparison runs)
     compat_onehot_bug: bool = False  # the released one-hot scatter into batch slot 0 (comparison runs only)
     compat_alias_first_epoch: bool = False  # the released teacher = student for the first semi epoch (comparison)
 
     choices: ClassVar[Dict[str, tuple]] = {"unsup_norm": UNSUP_NORMS, "positive_from": POSITIVE_FROM,
-                                           "queue_dtype": QUEUE_DTYPES}
+                                           "queue_dtype": QUEUE_DTYPES, "selection": ("entropy", "csl")}
     ranges: ClassVar[Dict[str, tuple]] = {
         "unsup_weight": real_at_least(0), "contrastive_weight": real_at_least(0), "aux_weight": real_at_least(0),
         "ema_decay": real_between(0, 1, True), "warmup_epochs": real_at_least(0), "drop_percent": real_between(0, 100),
@@ -100,7 +101,7 @@ class U2PL(Method):
     Params = U2PLParams
     required_heads = ("representation",)
     variants = {"released": {"unsup_norm": "released", "compat_onehot_bug": True,
-                             "compat_alias_first_epoch": True}}
+                             "compat_alias_first_epoch": True}, "csl_selection": {"selection": "csl"}}
 
     def __init__(self, model, params: U2PLParams):
         super().__init__(model, params)
@@ -148,15 +149,21 @@ class U2PL(Method):
         return bool(torch.rand((), generator=generator) < self.params.cutmix_prob)
 
     def _mixed_targets(self, unlabeled: dict, logits_u: torch.Tensor, ctx) -> tuple:
-        """(x_u, ŷ, valid) of the step: ŷ = argmax of the eval-mode teacher's `logits_u` (ignore on padding), the
-        three CutMixed with the half-area box when the step's coin says so."""
+        """(x_u, ŷ, valid, w) of the step: ŷ = argmax of the eval-mode teacher's `logits_u` (ignore on padding),
+        w its CSL weights (`selection: csl`; None otherwise), all CutMixed with the half-area box when the
+        step's coin says so."""
         x_u, valid_u = unlabeled["image_w"], unlabeled["valid"].bool()
-        pseudo, _ = pseudo_labels(logits_u)
+        weight = None
+        if self.params.selection == "csl":
+            pseudo, weight = select_pseudo_labels(logits_u, valid_u, self.params)
+        else:
+            pseudo, _ = pseudo_labels(logits_u)
         pseudo = torch.where(valid_u, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
         if self._cutmix_coin(ctx):
             box = unlabeled["box"][:, 0]
             x_u, pseudo, valid_u = (mix(t, box) for t in (x_u, pseudo, valid_u))
-        return x_u, pseudo, valid_u
+            weight = None if weight is None else mix(weight, box)
+        return x_u, pseudo, valid_u, weight
 
     # -- the step -----------------------------------------------------------------------------------
     def supervised_terms(self, out_l: dict, y_l: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -184,7 +191,7 @@ class U2PL(Method):
 
         with torch.no_grad(), self._teacher_mode(False) as teacher:  # pseudo-labels: eval-mode teacher
             logits_u = teacher(x_u)
-        x_u, pseudo, valid_u = self._mixed_targets(unlabeled, logits_u, ctx)
+        x_u, pseudo, valid_u, csl_weight = self._mixed_targets(unlabeled, logits_u, ctx)
 
         n_l = len(x_l)
         out = self.model(torch.cat([x_l, x_u]), outputs=self.outputs("representation"))
@@ -197,21 +204,21 @@ class U2PL(Method):
         entropy = pixel_entropy(probs_t[n_l:])
         # percentiles over the valid pixels of the global batch: the same partition on 1 or N processes
         partition = reliable_partition(entropy, valid_u, alpha, population=all_gather_rows(entropy[valid_u]))
-        loss_u = self.unsupervised_loss(out["logits"][n_l:], pseudo, partition.keep, valid_u)
+        weight = partition.keep.float() if csl_weight is None else csl_weight
+        loss_u = self.unsupervised_loss(out["logits"][n_l:], pseudo, weight, valid_u)
         loss_c = self.contrastive_loss(out["representation"], out_t, y_l, pseudo, partition, valid_u, n_l)
         loss = loss_s + p.unsup_weight * loss_u + p.contrastive_weight * loss_c
         return loss, {"loss_s": loss_s.detach(), "loss_u": loss_u.detach(), "loss_c": loss_c.detach(),
-                      "alpha": torch.tensor(alpha), "kept_ratio": partition.keep.float().sum()
-                      / valid_u.float().sum().clamp(min=1), **logs}
+                      "alpha": torch.tensor(alpha), "kept_ratio": reliable_ratio(weight, valid_u), **logs}
 
-    def unsupervised_loss(self, logits_u, pseudo, keep, valid_u) -> torch.Tensor:
-        """Σ kept CE / Σ valid (paper), or N_all·Σ kept CE / N_kept² (`unsup_norm: released`)."""
-        target = torch.where(keep, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
-        ce = F.cross_entropy(logits_u.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
-        total = ce.sum()
+    def unsupervised_loss(self, logits_u, pseudo, weight, valid_u) -> torch.Tensor:
+        """Σ w·CE / Σ valid (paper; w = the 0/1 keep mask, or CSL's weights), or N_all·Σ w·CE / (Σ w)²
+        (`unsup_norm: released`). ŷ is 255 on padding, where the CE is 0."""
+        ce = F.cross_entropy(logits_u.float(), pseudo, ignore_index=IGNORE_INDEX, reduction="none")
+        total = (ce * weight).sum()
         n_valid = valid_u.float().sum().clamp(min=1)
         if self.params.unsup_norm == "released":
-            n_kept = keep.float().sum().clamp(min=1)
+            n_kept = weight.sum().clamp(min=1)
             return n_valid * total / n_kept**2
         return total / n_valid
 
@@ -281,7 +288,7 @@ class U2PL(Method):
         with keep_norm_statistics(self):  # the train-mode forward moves the BN statistics it uses
             with self._teacher_mode(False):
                 logits_u = teacher(unlabeled["image_w"])
-            x_u, pseudo, valid_u = self._mixed_targets(unlabeled, logits_u, ctx)
+            x_u, pseudo, valid_u, _ = self._mixed_targets(unlabeled, logits_u, ctx)
             with self._teacher_mode(True):
                 logits_t = teacher(torch.cat([x_l, x_u]))
         alpha = drop_percent(ctx.step, ctx.total, self.params.drop_percent)

@@ -25,27 +25,29 @@ import torch
 
 from ..components.cutmix import UniMatchBox
 from ..components.ema import EMATeacher
-from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_losses, selected_ratio
+from ..components.mixed_pseudo_labels import mix_strong_views, mixed_pseudo_label_losses
 from ..components.perturbation import complementary_channel_dropout
-from ..components.selection import pseudo_labels
+from ..components.selection import SELECTIONS, reliable_ratio, select_pseudo_labels
 from ..config_checks import real_between
 from ..registry import METHODS
-from .base import CutMixParams, Method
+from .base import CutMixParams, Method, SelectionParams
 from .interface import Views
 
 
 @dataclass
-class UniMatchV2Params(CutMixParams):
+class UniMatchV2Params(SelectionParams, CutMixParams):
     ranges: ClassVar[Dict[str, tuple]] = {"threshold": real_between(0, 1), "ema_decay": real_between(0, 1, True)}
+    choices: ClassVar[Dict[str, tuple]] = {"selection": SELECTIONS}
 
     threshold: float = 0.95  # τ on all datasets, Cityscapes included
+    selection: str = "threshold"  # pseudo-label selection: threshold (1[q ≥ τ]) | csl (CSL's weights)
     ema_decay: float = 0.996  # α of λ_t = min(1 − 1/(t+1), α)
 
 
 @METHODS.register("unimatch_v2")
 class UniMatchV2(Method):
     Params = UniMatchV2Params
-    variants = {"flip_partner": {"partner": "flip"}}
+    variants = {"flip_partner": {"partner": "flip"}, "csl_selection": {"selection": "csl"}}
 
     def __init__(self, model, params: UniMatchV2Params):
         super().__init__(model, params)
@@ -58,18 +60,18 @@ class UniMatchV2(Method):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x_l, y_l = labeled["image"], labeled["mask"]
         x_w, valid, boxes = unlabeled["image_w"], unlabeled["valid"], unlabeled["box"]
-        tau, rule = self.params.threshold, self.params.partner
+        rule = self.params.partner
 
         with torch.no_grad():
-            pseudo, confidence = pseudo_labels(self.teacher(x_w))
+            pseudo, weight = select_pseudo_labels(self.teacher(x_w), valid, self.params)
         z_l = self.model(x_l)
         strong = mix_strong_views(unlabeled["image_s"], boxes, rule)
         z_s = self.model(strong, perturb=complementary_channel_dropout).chunk(2)
-        loss_s1, loss_s2 = mixed_pseudo_label_losses(z_s, pseudo, confidence, valid, boxes, tau, rule)
+        loss_s1, loss_s2 = mixed_pseudo_label_losses(z_s, pseudo, weight, valid, boxes, rule)
         loss_x = self.supervised_loss(z_l, y_l)
         loss = (loss_x + (loss_s1 + loss_s2) / 2) / 2
         return loss, {"loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
-                      "mask_ratio": selected_ratio(confidence, valid, tau)}
+                      "mask_ratio": reliable_ratio(weight, valid)}
 
     def after_step(self):
         self.teacher.update(self.model)
