@@ -217,7 +217,6 @@ def contrastive_sets(labels: torch.Tensor, pseudo: torch.Tensor, probs_l: torch.
     prob = torch.cat([flatten_pixels(probs_l), flatten_pixels(probs_u)], dim=1)  # (C, P)
     rank = flatten_pixels(class_ranks(torch.cat([probs_l, probs_u], dim=0)))  # (C, P)
     num_labeled = labels.numel()
-    prob_l, prob_u = prob[:, :num_labeled], prob[:, num_labeled:]
     rank_l, rank_u = rank[:, :num_labeled], rank[:, num_labeled:]
 
     # Labeled pixels. A label outside [0, C) (the ignore label) matches no class and is no negative.

@@ -1,4 +1,4 @@
-"""Trusted Mask Perturbation (TMP), CSL's second strong view (design: methods.md §8.4).
+"""Trusted Mask Perturbation (TMP), CSL's second strong view (docs/methods/csl.md: TMP).
 
 Two halves:
 

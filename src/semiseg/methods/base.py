@@ -33,7 +33,8 @@ from ..components.csl_selection import SELECT_RULES as CSL_SELECT_RULES
 from ..config_checks import check_value, int_at_least, real_above, real_at_least, real_between
 from ..errors import SemisegError
 from .interface import StepContext, Update, Views
-from .panels import Panel, image_panel, keep_norm_statistics, labels_panel
+from ..components.norm_statistics import keep_norm_statistics
+from .panels import Panel, image_panel, labels_panel
 
 SUPERVISED_LOSSES = ("ce", "ohem")
 

@@ -17,14 +17,11 @@ The helpers turn the tensors of a batch into panel data (first sample, on the CP
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 
 from ..data.normalize import denormalize
 
@@ -60,25 +57,3 @@ def labels_panel(labels: torch.Tensor, title: str) -> Panel:
     """A (H, W) map of class ids (255 = ignore) as a `labels` panel."""
     return Panel(title, "labels", labels.detach().cpu().to(torch.int64).numpy())
 
-
-@contextlib.contextmanager
-def keep_norm_statistics(*modules: nn.Module):
-    """Restore the running statistics of every normalisation layer of `modules` on exit.
-
-    A train-mode forward moves BatchNorm's `running_mean`, `running_var` and `num_batches_tracked`;
-    `explain` may run one (to see what the step sees) and still leave the method as it found it.
-    """
-    saved = []
-    for module in modules:
-        for layer in module.modules():
-            if isinstance(layer, _NormBase) and layer.track_running_stats:
-                for name in ("running_mean", "running_var", "num_batches_tracked"):
-                    buffer = getattr(layer, name, None)
-                    if buffer is not None:
-                        saved.append((buffer, buffer.detach().clone()))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)

@@ -51,7 +51,8 @@ from ..labels import IGNORE_INDEX
 from ..registry import METHODS
 from .base import Method, SelectionParams
 from .interface import Views
-from .panels import Panel, image_panel, keep_norm_statistics, labels_panel
+from ..components.norm_statistics import keep_norm_statistics
+from .panels import Panel, image_panel, labels_panel
 
 UNSUP_NORMS = ("paper", "released")
 POSITIVE_FROM = ("candidates", "anchors")
