@@ -1,0 +1,29 @@
+"""The README's benchmark tables are what `semiseg report` makes of the committed records: no number typed by
+hand (docs/benchmarks.md: report). Regenerate with
+`semiseg report benchmarks/results --out docs/benchmarks --readme README.md --root ../shared/data/camvid`."""
+
+from pathlib import Path
+
+from semiseg.bench.report import load_records, markers, render_tables, replace_marked_sections
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def test_every_suite_with_records_has_its_table_in_the_readme_and_it_is_current():
+    records = load_records([RESULTS])
+    tables = render_tables(records)
+    assert {"camvid", "synthetic"} <= set(tables)  # the two suites the README shows
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for suite in tables:
+        begin, end = markers(suite)
+        assert begin in readme and end in readme, f"README has no table for suite '{suite}'"
+    assert replace_marked_sections(readme, tables) == readme, "README tables are stale: run `semiseg report`"
+
+
+def test_suite_pages_are_current():
+    records = load_records([RESULTS])
+    for suite, table in render_tables(records).items():
+        page = REPO / "docs" / "benchmarks" / f"{suite}.md"
+        assert page.is_file(), f"docs/benchmarks/{suite}.md missing: run `semiseg report`"
+        assert table in page.read_text(encoding="utf-8"), f"docs/benchmarks/{suite}.md is stale"
