@@ -78,3 +78,18 @@ def test_compat_bn_restore_leaves_statistics_to_the_weak_forward():
         reference.model(x, perturb=append_dropped_copy)  # the weak forward only
     for (name, a), b in zip(method.model.named_buffers(), reference.model.buffers()):
         assert torch.equal(a, b), name
+
+
+def test_explain_shows_weights_and_clusters_without_changing_state():
+    method = make("csl")
+    method.train()
+    batch = fake_batch(method)
+    batch["unlabeled"]["cover"][0] = True  # sample 0's second view is a TMP view
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    panels = method.explain(batch, CTX)
+    assert [p.kind for p in panels] == ["image", "labels", "scalar_map", "scalar_map", "mask", "scatter", "image"]
+    weights = panels[3].data
+    assert weights.min() >= 0 and weights.max() <= 1
+    assert panels[5].data.shape[1] == 3 and set(panels[5].data[:, 2].tolist()) <= {0.0, 1.0}
+    for key, value in method.state_dict().items():
+        assert torch.equal(value, before[key]), key

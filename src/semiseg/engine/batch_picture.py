@@ -136,8 +136,29 @@ def _draw_bars(axes, panel: Panel, palette, class_names) -> None:
     axes.grid(axis="y", alpha=0.3)
 
 
+def _draw_scatter(axes, panel: Panel, palette, class_names) -> None:
+    points = panel.data.astype(np.float64)
+    names = list(panel.extras.get("names") or [])
+    colours = list(panel.extras.get("colours") or [])
+    categories = points[:, 2].astype(np.int64) if len(points) else np.zeros(0, dtype=np.int64)
+    count = max(len(names), int(categories.max(initial=-1)) + 1)
+    colours += [MASK_COLOURS[i % len(MASK_COLOURS)] for i in range(len(colours), count)]
+    names += [str(i) for i in range(len(names), count)]
+    for k in range(count):
+        chosen = points[categories == k]
+        axes.scatter(chosen[:, 0], chosen[:, 1], s=2, color=_rgb(colours[k]), label=names[k], linewidths=0)
+    for x in panel.extras.get("vlines", ()):
+        axes.axvline(float(x), color="black", linewidth=0.7, linestyle="--")
+    for y in panel.extras.get("hlines", ()):
+        axes.axhline(float(y), color="black", linewidth=0.7, linestyle="--")
+    axes.set_xlabel(panel.extras.get("xlabel", ""), fontsize=7)
+    axes.set_ylabel(panel.extras.get("ylabel", ""), fontsize=7)
+    axes.tick_params(labelsize=6)
+    _legend(axes, list(zip(colours[:count], names[:count])))
+
+
 DRAW = {"image": _draw_image, "labels": _draw_labels, "scalar_map": _draw_scalar_map, "mask": _draw_mask,
-        "bars": _draw_bars}
+        "bars": _draw_bars, "scatter": _draw_scatter}
 
 
 def render_panels(panels: Sequence[Panel], path, palette, class_names: Optional[Sequence[str]] = None) -> Path:
@@ -159,7 +180,7 @@ def render_panels(panels: Sequence[Panel], path, palette, class_names: Optional[
     for axes, panel in zip(grid, panels):
         DRAW[panel.kind](axes, panel, palette, class_names)
         axes.set_title(panel.title, fontsize=7, wrap=True)
-        if panel.kind != "bars":  # a frame without ticks: white (ignored) pixels stay visible at the border
+        if panel.kind not in ("bars", "scatter"):  # a frame without ticks: white (ignored) pixels stay visible at the border
             axes.set_xticks([])
             axes.set_yticks([])
     for axes in grid[len(panels):]:

@@ -23,9 +23,10 @@ from typing import ClassVar, Dict, List
 
 import torch
 
+from ..components.csl_selection import csl_weights
 from ..components.cutmix import UniMatchBox, mix, partner_of
 from ..components.losses import masked_ce
-from ..components.norm_statistics import frozen_norm_statistics
+from ..components.norm_statistics import frozen_norm_statistics, keep_norm_statistics
 from ..components.perturbation import append_dropped_copy
 from ..components.selection import SELECTIONS, reliable_ratio, select_pseudo_labels
 from ..components.trusted_mask import FILLS, TrustedMaskView, apply_trusted_mask, trusted_region
@@ -33,6 +34,9 @@ from ..config_checks import increasing_pair, int_at_least, real_between
 from ..registry import METHODS
 from .base import CutMixParams, Method, SelectionParams
 from .interface import Views
+from .panels import Panel, image_panel, labels_panel
+
+WEIGHT_BANDS = ("w = 1 (trusted)", "0.01 ≤ w < 1 (soft)", "w < 0.01 (dropped)")
 
 
 @dataclass
@@ -106,3 +110,43 @@ class CSL(Method):
         share = region.float().sum() / valid.float().sum().clamp_min(1)
         return x_s2, tuple(new_targets), share.detach()
 
+
+    @torch.no_grad()
+    def explain(self, batch, ctx):
+        """For the first unlabeled sample: the weak view, ŷ, the maximum confidence, CSL's weights and their
+        bands, the image's (confidence, dispersion) points by cluster with the reliable cluster's mean as the
+        boundary (w = 1 right of the vertical or below the horizontal line), and, when the sample's second
+        strong view is a TMP view, that view with its trusted region hidden."""
+        unlabeled = batch["unlabeled"]
+        x_w, valid = unlabeled["image_w"], unlabeled["valid"]
+        with keep_norm_statistics(self):
+            logits = self.model(x_w)
+        probs = logits.float().softmax(dim=1)
+        chosen = csl_weights(probs, valid, alpha=self.params.csl_alpha, g_alpha=self.params.csl_g_alpha,
+                             select=self.params.csl_select, select_lambda=self.params.csl_select_lambda)
+        weight, ok = chosen.weights[0], valid[0].bool()
+        bands = torch.where(weight >= 1, 0, torch.where(weight >= 0.01, 1, 2))
+        bands = torch.where(ok, bands, torch.full_like(bands, 255))
+        reliable = int(chosen.reliable_cluster[0])
+        cluster = chosen.cluster[0][ok]
+        points = torch.stack([chosen.confidence[0][ok], chosen.dispersion[0][ok],
+                              (cluster != reliable).float()], dim=1)
+        centre = chosen.means[0, reliable]
+        panels = [image_panel(x_w[0], "unlabeled image (weak view)"),
+                  labels_panel(torch.where(ok, probs[0].argmax(dim=0), torch.full_like(ok, 255, dtype=torch.long)),
+                               "pseudo-labels ŷ"),
+                  Panel("maximum confidence", "scalar_map", chosen.confidence[0].cpu().numpy(), {"label": "MC"}),
+                  Panel(f"CSL weight w (mask ratio {float(chosen.mask_ratio):.2f})", "scalar_map",
+                        weight.cpu().numpy(), {"label": "w"}),
+                  Panel("weight bands", "mask", bands.cpu().numpy(), {"names": list(WEIGHT_BANDS)}),
+                  Panel("(confidence, dispersion) by cluster", "scatter", points.cpu().numpy(),
+                        {"names": ["reliable cluster", "other cluster"], "xlabel": "maximum confidence",
+                         "ylabel": "residual dispersion s", "vlines": [float(centre[0])],
+                         "hlines": [float(centre[1])]})]
+        if self.params.tmp and "cover" in unlabeled and bool(unlabeled["cover"][0].any()):
+            pseudo = probs.argmax(dim=1)
+            targets = (pseudo, chosen.weights, valid)
+            x_s2 = mix(unlabeled["image_s"][:, 1], unlabeled["box"][:, 1], rule=self.params.partner)
+            hidden, _, share = self.trusted_mask(x_s2, targets, unlabeled["cover"], self.params.partner)
+            panels.append(image_panel(hidden[0], f"TMP view, trusted region hidden ({float(share):.0%} of the batch)"))
+        return panels

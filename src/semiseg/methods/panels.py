@@ -10,6 +10,7 @@ list of them as one PNG. The kinds and their data:
 | `scalar_map` | (H, W) float | `threshold` (drawn as a contour and on the colour bar), `label` (colour bar) |
 | `mask` | (H, W) int, value k = category k, 255 = not shown | `names` (one per category), `colours` (RGB) |
 | `bars` | (N,) numbers | `labels` (N tick labels), `class_indices` (labels are class ids, named), `ylabel` |
+| `scatter` | (N, 3): x, y, category | `names`, `colours` (per category), `xlabel`, `ylabel`, `vlines`, `hlines` (reference lines) |
 
 The helpers turn the tensors of a batch into panel data (first sample, on the CPU), and
 `keep_norm_statistics` lets an `explain` run train-mode forwards without moving BatchNorm statistics.
@@ -25,7 +26,7 @@ import torch
 
 from ..data.normalize import denormalize
 
-PANEL_KINDS = ("image", "labels", "scalar_map", "mask", "bars")
+PANEL_KINDS = ("image", "labels", "scalar_map", "mask", "bars", "scatter")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Panel:
         if self.kind not in PANEL_KINDS:
             raise ValueError(f"Panel {self.title!r}: kind must be one of {PANEL_KINDS}, got {self.kind!r}")
         self.data = np.asarray(self.data)
-        dims = {"image": 3, "labels": 2, "scalar_map": 2, "mask": 2, "bars": 1}[self.kind]
+        dims = {"image": 3, "labels": 2, "scalar_map": 2, "mask": 2, "bars": 1, "scatter": 2}[self.kind]
         if self.data.ndim != dims:
             raise ValueError(f"Panel {self.title!r}: a {self.kind} panel needs {dims}-D data, got shape "
                              f"{self.data.shape}")
