@@ -243,3 +243,25 @@ def test_show_batch_end_to_end_with_and_without_a_checkpoint(tmp_path, monkeypat
         assert torch.equal(state[key], value), key
     with pytest.raises(SemisegError, match="checkpoint was trained with method 'u2pl'"):
         show_batch(TINY_RUN[0], overrides + ["method.name=supervised"], tmp_path / "x.png", checkpoint=run)
+
+
+@pytest.mark.parametrize("name, extra", [("u2pl", []), ("csl", []), ("supervised", [])])
+def test_show_on_val_images_writes_one_picture_per_image(tmp_path, name, extra):
+    overrides = [a for a in U2PL_RUN if not a.startswith("method.name")] + [f"method.name={name}", *extra]
+    with single_thread():
+        written = show_batch(TINY_RUN[0], overrides, tmp_path / "val.png", val_images=2)
+    assert [p.name for p in written] == ["val_0.png", "val_1.png"] and all(p.is_file() for p in written)
+
+
+def test_val_batch_is_the_unaugmented_image():
+    from semiseg.data.sample import Sample
+    from semiseg.engine.batch_picture import val_batch
+    from semiseg.methods.interface import Views
+
+    image = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    sample = Sample(image, np.ones((4, 6), dtype=np.uint8), "x")
+    views = Views(unlabeled=True, strong=2, box=lambda h, w: torch.zeros(h, w, dtype=torch.bool))
+    batch = val_batch(sample, views, "cpu")
+    u = batch["unlabeled"]
+    assert u["image_w"].shape == (2, 3, 4, 6) and torch.equal(u["image_s"][:, 1], u["image_w"])
+    assert not u["box"].any() and u["valid"].all() and torch.equal(batch["labeled"]["image"], u["image_w"])

@@ -75,9 +75,10 @@ def _cmd_predict(args) -> int:
 def _cmd_show(args) -> int:
     from .engine.batch_picture import show_batch
 
-    path = show_batch(args.config, list(args.overrides), args.out, step=args.step, checkpoint=args.checkpoint,
-                      root=args.root)
-    print(f"wrote {path}")
+    written = show_batch(args.config, list(args.overrides), args.out, step=args.step, checkpoint=args.checkpoint,
+                         root=args.root, val_images=args.val)
+    for path in written if isinstance(written, list) else [written]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "step, or 0)")
     p.add_argument("--checkpoint", help="latest.pt, best.pt or a run folder (its latest.pt): use its method state")
     p.add_argument("--root", help="dataset folder (same as data.root=...)")
+    p.add_argument("--val", type=int, default=0, metavar="N",
+                   help="instead of a training batch, the first N val images, unaugmented (OUT_0.png, OUT_1.png, ...)")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("demo", help="supervised vs FixMatch on the synthetic scenes, with a comparison table")

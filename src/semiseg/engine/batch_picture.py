@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import load_config
+from ..data.normalize import normalize, to_tensor
 from ..errors import SemisegError
 from ..labels import IGNORE_INDEX
 from ..methods.interface import StepContext
@@ -203,8 +204,28 @@ def _checkpoint_path(checkpoint) -> Path:
     return path
 
 
+def val_batch(sample, views, device) -> dict:
+    """A val image as a batch `explain` can read: the image (twice: CutMix partners need a batch of 2) as the
+    labeled view with its mask and as the unlabeled weak view, strong views that are copies of it, empty
+    CutMix boxes and covers: no augmentation, so the pictures show the model on the image itself."""
+    image = normalize(to_tensor(sample.image)).to(device)
+    height, width = image.shape[-2:]
+    images = torch.stack([image, image])
+    mask = torch.from_numpy(np.ascontiguousarray(sample.mask)).long().to(device)
+    unlabeled = {"image_w": images, "valid": torch.ones(2, height, width, dtype=torch.bool, device=device),
+                 "index": torch.zeros(2, dtype=torch.long)}
+    if views.strong:
+        unlabeled["image_s"] = images[:, None].repeat(1, views.strong, 1, 1, 1)
+    if views.num_boxes:
+        unlabeled["box"] = torch.zeros(2, views.num_boxes, height, width, dtype=torch.bool, device=device)
+    if getattr(views, "alternative", None) is not None:
+        unlabeled["cover"] = torch.zeros(2, height, width, dtype=torch.bool, device=device)
+    return {"labeled": {"image": images, "mask": torch.stack([mask, mask]), "index": torch.zeros(2, dtype=torch.long)},
+            "unlabeled": unlabeled}
+
+
 def show_batch(config_path, overrides: Sequence[str] = (), out="batch.png", step: Optional[int] = None,
-               checkpoint=None, root=None) -> Path:
+               checkpoint=None, root=None, val_images: int = 0):
     """Render what the config's method does with the training batch of step `step` to the PNG `out`.
 
     The config is loaded with `overrides` (and `data.root=root`); the method is built as the trainer builds
@@ -213,6 +234,9 @@ def show_batch(config_path, overrides: Sequence[str] = (), out="batch.png", step
     or 0. The batch is the first pass of that step on one process (`build_train_batches`: same seed, same
     crops, boxes and strong views as training). `method.explain` runs in eval mode without gradients at
     `StepContext(step, train.total_iters, I)`. Returns the path written.
+
+    `val_images` = N > 0: instead of the training batch, the first N val images one by one (`val_batch`), each
+    to `<out stem>_<k>.png`; returns the list of paths.
     """
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -232,21 +256,31 @@ def show_batch(config_path, overrides: Sequence[str] = (), out="batch.png", step
             raise SemisegError(f"{path}: checkpoint was trained with method '{trained_with}', "
                                f"the config says '{cfg.method.name}'")
         load_method_state(method, ckpt["method"], str(path))
-        if step is None:
-            step = int(ckpt.get("step", 0))
+        if step is None:  # the batch the run trains on next; a finished run: its last step
+            step = min(int(ckpt.get("step", 0)), cfg.train.total_iters - 1)
     step = 0 if step is None else int(step)
     total = cfg.train.total_iters
     if not 0 <= step < total:
         raise SemisegError(f"--step {step} is outside the run's steps 0..{total - 1} (train.total_iters={total})")
     device = pick_device(cfg.device)
     method = method.to(device).eval()
+    ctx = StepContext(step, total, iters_per_epoch(cfg, splits, method.views()))
+    if val_images:
+        with reporting_write_errors(out.parent, setting="--out"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        written = []
+        for k in range(min(int(val_images), len(splits.val))):
+            with torch.no_grad():
+                panels = method.explain(val_batch(splits.val.load(k), method.views(), device), ctx)
+            target = out.with_name(f"{out.stem}_{k}{out.suffix}")
+            written.append(render_panels(panels, target, preset.palette, list(preset.class_names)))
+        return written
     batches = build_train_batches(cfg, preset, splits, method, step, plan_from_config(cfg.train, 1))
     try:
         passes = next(batches)
     finally:
         batches.close()
     batch = to_device(passes[0], device)
-    ctx = StepContext(step, total, iters_per_epoch(cfg, splits, method.views()))
     with torch.no_grad():
         panels = method.explain(batch, ctx)
     with reporting_write_errors(out.parent, setting="--out"):
