@@ -60,3 +60,33 @@ def test_sliding_window_scores_become_probabilities():
 
 def test_empty_is_zero():
     assert CalibrationBins().ece() == 0.0
+
+
+def test_reliability_diagram_is_a_png(tmp_path):
+    from semiseg.engine.calibration import reliability_diagram
+
+    g = torch.Generator().manual_seed(1)
+    probs = torch.randn(3, 6, 6, generator=g).softmax(dim=0)
+    bins = CalibrationBins()
+    bins.update(probs, torch.randint(0, 3, (6, 6), generator=g))
+    reliability_diagram(bins.sums.numpy(), tmp_path / "r.png", "test")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_returns_the_bin_sums():
+    from semiseg.data.sample import Sample
+    from semiseg.engine.evaluator import evaluate
+
+    class One:
+        def __len__(self):
+            return 1
+
+        def name(self, i):
+            return "x"
+
+        def load(self, i):
+            return Sample(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), "x")
+
+    result = evaluate(lambda x: torch.zeros(x.shape[0], 2, *x.shape[-2:]), One(), 2, "original")
+    assert result.calibration.shape == (3, 15) and result.calibration[0].sum() == 16
+    assert abs(result.ece - 50.0) < 1e-9  # confidence 0.5 everywhere, every pixel correct (ties: class 0)

@@ -60,6 +60,13 @@ def _cmd_eval(args) -> int:
         print(result.table(label))
         print(f"mIoU {result.miou:.2f} (present classes {result.miou_present:.2f}), calibration error (ECE) "
               f"{result.ece:.2f} % over {result.num_images} images")
+        if args.reliability:
+            from .engine.calibration import reliability_diagram
+            from .engine.checkpoint import reporting_write_errors
+
+            with reporting_write_errors(args.reliability, setting="--reliability"):
+                reliability_diagram(result.calibration, args.reliability, label)
+            print(f"wrote {args.reliability}")
     return 0
 
 
@@ -165,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["original", "center_crop", "resize", "sliding_window"],
                    help="evaluation mode (default: the dataset's)")
     p.add_argument("--root", help="dataset folder (same as data.root=...)")
+    p.add_argument("--reliability", metavar="FILE.png",
+                   help="also draw the reliability diagram (accuracy against confidence, 15 bins)")
     _add_network_option(p)
     p.set_defaults(func=_cmd_eval)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from semiseg.errors import SemisegError
 from semiseg.labels import IGNORE_INDEX
 
 
@@ -48,3 +49,41 @@ class CalibrationBins:
         if total == 0:
             return 0.0
         return 100.0 * float((confidence - correct).abs().sum()) / total
+
+
+def reliability_diagram(sums, path, title: str = "reliability") -> None:
+    """A PNG of the per-bin accuracy against the mean confidence (the gap to the diagonal is the
+    miscalibration; bar width = bin, shade = share of pixels) from `CalibrationBins.sums` (3, B)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SemisegError("the reliability diagram needs matplotlib: pip install 'semiseg[report]'") from None
+    from semiseg.bench.report_figures import new_figure, save
+
+    count, confidence, correct = (torch.as_tensor(s, dtype=torch.float64) for s in sums)
+    bins = count.numel()
+    total = float(count.sum()) or 1.0
+    seen = count > 0
+    accuracy = torch.where(seen, correct / count.clamp(min=1), torch.zeros_like(count))
+    mean_conf = torch.where(seen, confidence / count.clamp(min=1), torch.zeros_like(count))
+    ece = 100.0 * float((confidence - correct).abs().sum()) / total
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    figure = new_figure(3.6, 3.6)
+    axes = figure.subplots()
+    axes.bar(edges[:-1].numpy(), accuracy.numpy(), width=1.0 / bins, align="edge", color="C0",
+             edgecolor="black", linewidth=0.3, label="accuracy")
+    axes.bar(edges[:-1].numpy(), (mean_conf - accuracy).numpy(), bottom=accuracy.numpy(), width=1.0 / bins,
+             align="edge", color="C3", alpha=0.35, edgecolor="none", label="gap to the mean confidence")
+    axes.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--")
+    share = (count / total).numpy()
+    for left, fraction in zip(edges[:-1].numpy(), share):
+        if fraction > 0:
+            axes.text(left + 0.5 / bins, 0.01, f"{100 * fraction:.0f}", ha="center", fontsize=5, rotation=90)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("confidence (numbers: % of pixels)", fontsize=7)
+    axes.set_ylabel("accuracy", fontsize=7)
+    axes.set_title(f"{title}: ECE {ece:.2f} %", fontsize=8)
+    axes.tick_params(labelsize=6)
+    axes.legend(fontsize=6, loc="upper left", frameon=False)
+    save(figure, path)

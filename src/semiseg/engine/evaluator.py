@@ -146,6 +146,7 @@ class EvalResult:
     num_images: int
     class_names: Optional[list[str]] = field(default=None, repr=False)
     ece: Optional[float] = None
+    calibration: Optional[np.ndarray] = field(default=None, repr=False)  # (3, bins): count, Σ confidence, Σ correct
 
     def table(self, name: str = "mIoU") -> str:
         return format_iou_table({name: self.iou}, self.class_names)
@@ -229,4 +230,5 @@ def evaluate(
     if absent and count and rank == 0:
         labels = [names[c] if names else str(c) for c in absent]
         log.warning("classes with zero union score 0 in mIoU: %s", ", ".join(labels))
-    return EvalResult(cm.to_numpy(), cm.iou(), cm.miou(), cm.miou_present(), count, names, calibration.ece())
+    return EvalResult(cm.to_numpy(), cm.iou(), cm.miou(), cm.miou_present(), count, names, calibration.ece(),
+                      calibration.sums.cpu().numpy())
