@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from ..labels import IGNORE_INDEX
 
 
-def supervised_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CE over the labeled pixels whose label is not 255 (0 if there are none)."""
-    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+def supervised_ce(logits: torch.Tensor, target: torch.Tensor,
+                  class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean CE over the labeled pixels whose label is not 255 (0 if there are none); with `class_weight` w,
+    the weighted mean Σ w_{y_i}·CE_i / Σ w_{y_i} (PyTorch's)."""
+    return F.cross_entropy(logits.float(), target, weight=class_weight, ignore_index=IGNORE_INDEX)
 
 
 def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -21,9 +23,10 @@ def masked_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, 
     The denominator counts all valid pixels, selected or not, so the loss
     shrinks when few pixels pass the selection (as UniMatch does).
     `weight` is a 0/1 mask or a soft weight in [0, 1]; `valid` marks real
-    (non-padding) pixels of the crop.
+    (non-padding) pixels of the crop. A target of 255 (e.g. CPCL's pseudo-intersection
+    where the branches disagree) adds 0 but counts in the denominator when valid.
     """
-    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
     valid = valid.float()
     return (ce * weight.float() * valid).sum() / valid.sum().clamp_min(1.0)
 
