@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bench-speed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# step time, memory, network / non-network split, eval speed: this tree against 8b782d0 (docs/benchmarks.md: Speed)
+bench-speed: $(STAMP)
+	$(BIN)/semiseg bench speed --against 8b782d0
 
 clean:
 	rm -rf $(VENV) runs

@@ -109,6 +109,27 @@ def _cmd_bench_quality(args) -> int:
     return 0
 
 
+def _cmd_bench_speed(args) -> int:
+    from .bench.speed import run
+
+    words = ["semiseg", "bench", "speed", "--setting", *args.setting, "--precisions", *args.precisions,
+             "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+             "--threads", str(args.threads), "--eval-images", str(args.eval_images)]
+    words += ["--methods", *args.methods] if args.methods else []
+    words += ["--against", args.against] if args.against else []
+    words += ["--device", args.device] if args.device != "cpu" else []
+    failed = run(settings=args.setting, methods=args.methods, precisions=args.precisions, steps=args.steps,
+                 warmup=args.warmup, repeats=args.repeats, against=args.against, threads=args.threads,
+                 eval_images=args.eval_images, out=Path(args.out), data_dir=Path(args.data),
+                 camvid_root=Path(args.root) if args.root else None, device=args.device,
+                 overrides=list(args.overrides), timeout=args.timeout, dry_run=args.dry_run,
+                 command=" ".join(words + list(args.overrides)))
+    if failed:
+        print(f"error: {failed} measurement(s) failed (their errors are in the records, see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_report(args) -> int:
     from .bench.report import write_report
 
@@ -213,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the table averages them)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("bench", help="benchmarks: `bench quality SUITE` fills a suite's table of results")
+    p = sub.add_parser("bench", help="benchmarks: `bench quality SUITE` fills a suite's table of results, "
+                                     "`bench speed` times every method against another commit")
     bench = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=_Parser, required=True)
     q = bench.add_parser("quality", help="train every missing (cell, seed) of a suite and record its result",
                          description="For each cell and seed of the suite without benchmarks/results/<suite>/<cell>/"
@@ -229,6 +251,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--runs", default="runs/bench", help="where the run directories go")
     q.add_argument("--dry-run", action="store_true", help="print the runs it would start, start none")
     q.set_defaults(func=_cmd_bench_quality)
+    q = bench.add_parser("speed", help="step time, memory, network / non-network split and evaluation speed",
+                         description="For each setting, method and precision: the training step time (median after "
+                                     "warm-up), the split of the step into network forward, backward, optimiser "
+                                     "and the rest, peak memory and evaluation seconds per image (original, "
+                                     "sliding_window), each measured in its own process; with --against, the same "
+                                     "for another commit (a git worktree), the two alternating. Writes "
+                                     "OUT/<setting>.json (docs/benchmarks.md: Speed). key=value pairs are added "
+                                     "to every run's config.")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    q.add_argument("--setting", nargs="+", choices=["pascal", "camvid"], default=["pascal", "camvid"],
+                   help="pascal: UniMatch V1's network shape on generated VOC-layout data; camvid: the CamVid "
+                        "CPU configs (default: both)")
+    q.add_argument("--methods", nargs="+", metavar="METHOD", help="default: every method of this tree")
+    q.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "bf16_cl"], default=["fp32", "bf16", "bf16_cl"],
+                   help="fp32, bf16 autocast, bf16 with channels_last (default: all three)")
+    q.add_argument("--steps", type=int, default=10, help="measured steps per run (default 10)")
+    q.add_argument("--warmup", type=int, default=3, help="steps before the measured ones (default 3)")
+    q.add_argument("--repeats", type=int, default=2, help="runs per tree, alternating the trees (default 2)")
+    q.add_argument("--against", metavar="COMMIT", help="also measure this commit (in a temporary git worktree)")
+    q.add_argument("--threads", type=int, default=2, help="CPU threads per run (default 2)")
+    q.add_argument("--eval-images", type=int, default=4, help="val images timed per evaluation mode (default 4)")
+    q.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    q.add_argument("--out", default="benchmarks/results/speed", help="folder of the <setting>.json records")
+    q.add_argument("--data", default="runs/bench/speed_data", help="where the generated VOC-layout data is kept")
+    q.add_argument("--root", help="CamVid folder (default ../shared/data/camvid of the repository)")
+    q.add_argument("--timeout", type=float, default=3600, help="seconds one run may take (default 3600)")
+    q.add_argument("--dry-run", action="store_true", help="print the runs it would start, start none")
+    q.set_defaults(func=_cmd_bench_speed)
 
     p = sub.add_parser("report", help="markdown tables and figures from benchmark results",
                        description="Tables (mean ± std over seeds, gain over the supervised baseline, share of "
