@@ -57,3 +57,14 @@ def test_branch_one_predicts():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(method.predict(x), method.model(x))
+
+
+def test_explain_panels_leave_the_state_alone():
+    for name, count in (("cpcl", 7), ("dueb", 8)):
+        method = make(name)
+        method.train()
+        before = {k: v.clone() for k, v in method.state_dict().items()}
+        panels = method.explain(fake_batch(method), CTX)
+        assert len(panels) == count and panels[3].kind == "labels" and panels[5].kind == "scalar_map"
+        for key, value in method.state_dict().items():
+            assert torch.equal(value, before[key]), (name, key)

@@ -27,11 +27,13 @@ import torch
 from ..components.collaborative_labels import collaborative_labels
 from ..components.cutmix import ToggledBoxes, mix
 from ..components.losses import masked_ce, ohem_ce, supervised_ce
+from ..components.norm_statistics import keep_norm_statistics
 from ..config_checks import real_at_least
 from ..models.init import kaiming_init_head
 from ..registry import METHODS
 from .base import CutMixParams, Method
 from .interface import Views
+from .panels import Panel, image_panel, labels_panel
 
 # Cityscapes class weights of the CPCL / DUEB releases' class-weighted OHEM (docs/methods/cpcl.md)
 CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023, 0.9539,
@@ -100,3 +102,20 @@ class CPCL(Method):
 
     def trainable_modules(self):
         return [self.model, self.model2]
+
+    @torch.no_grad()
+    def explain(self, batch, ctx):
+        """For the first mixed unlabeled image: both branches' pseudo-labels, the intersection and union labels,
+        and their confidence weights (computed as the step does, BatchNorm statistics restored)."""
+        with keep_norm_statistics(self):
+            x_m, teacher1, teacher2, valid = self.mixed_pair(batch["unlabeled"])
+        labels = collaborative_labels(teacher1, teacher2, valid, self.num_classes)
+        ignore = torch.full_like(labels.union[0], 255)
+        ok = valid[0].bool()
+        return [image_panel(x_m[0], "unlabeled image (CutMixed)"),
+                labels_panel(torch.where(ok, teacher1[0].argmax(dim=0), ignore), "branch 1 (conservative): ŷ_1"),
+                labels_panel(torch.where(ok, teacher2[0].argmax(dim=0), ignore), "branch 2 (progressive): ŷ_2"),
+                labels_panel(labels.intersection[0], f"intersection ŷ∩ (overlap {float(labels.overlap):.2f})"),
+                labels_panel(labels.union[0], "union ŷ∪"),
+                Panel("weight β∩", "scalar_map", (labels.beta_inter[0] * ok).cpu().numpy(), {"label": "β∩"}),
+                Panel("weight β∪", "scalar_map", (labels.beta_union[0] * ok).cpu().numpy(), {"label": "β∪"})]

@@ -87,6 +87,21 @@ class DUEB(CPCL):
             terms["aleatoric"] = self.aleatoric_term(out, target, valid)
         return terms
 
+    @torch.no_grad()
+    def explain(self, batch, ctx):
+        """CPCL's panels, plus branch 1's per-pixel variance σ² on the mixed image."""
+        panels = super().explain(batch, ctx)
+        if self.params.use_aleatoric:
+            from ..components.norm_statistics import keep_norm_statistics
+            from .panels import Panel
+
+            with keep_norm_statistics(self):
+                x_m = self.mixed_pair(batch["unlabeled"])[0]
+                variance = self.model(x_m, outputs=("variance",))["variance"]
+            panels.append(Panel("branch 1 variance σ²", "scalar_map", variance[0, 0].float().cpu().numpy(),
+                                {"label": "σ²"}))
+        return panels
+
     def training_step(self, batch, ctx):
         p = self.params
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
