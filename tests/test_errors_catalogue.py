@@ -268,8 +268,8 @@ ROWS = [
         "error: train.micro_batch_size=3 must divide the per-process batch total_batch_size / world size = "
         "4 / 1 = 4", train("train.micro_batch_size=3", "train.total_batch_size=4")),
     Row("config", "unknown_method", "Unknown method name",
-        "error: unknown method 'fixmach' (did you mean 'fixmatch'?); valid methods: cps, fixmatch, mean_teacher, "
-        "supervised, u2pl, unimatch, unimatch_v2", train("method.name=fixmach")),
+        "error: unknown method 'fixmach' (did you mean 'fixmatch'?); valid methods: cpcl, cps, csl, dueb, "
+        "fixmatch, mean_teacher, supervised, u2pl, unimatch, unimatch_v2", train("method.name=fixmach")),
     Row("config", "unknown_dataset", "Unknown dataset name",
         "error: unknown dataset 'camvidd' (did you mean 'camvid'?); valid datasets: ade20k, camvid, cityscapes, "
         "coco, gta5, pascal, synthetic", train("data.dataset=camvidd")),
