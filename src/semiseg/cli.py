@@ -73,7 +73,7 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from .engine.inference import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network)
+    written = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network, args.variance)
     print(f"wrote {len(written)} predictions to {args.out} (per image NAME.EXT: NAME.EXT.pred.png palette PNG "
           "+ NAME.EXT.overlay.jpg)")
     return 0
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
+    p.add_argument("--variance", action="store_true",
+                   help="also write NAME.EXT.variance.png: the per-pixel variance of a model with a variance head "
+                        "(DUEB), 16-bit grey = round(variance x 1000)")
     _add_network_option(p)
     p.set_defaults(func=_cmd_predict)
 

@@ -67,12 +67,13 @@ def evaluate_checkpoint(path, mode=None, root=None, overrides=(), network=None):
     return result, f"{cfg.method.name} ({Path(path).name}{which})"
 
 
-PRED_SUFFIX, OVERLAY_SUFFIX = ".pred.png", ".overlay.jpg"
+PRED_SUFFIX, OVERLAY_SUFFIX, VARIANCE_SUFFIX = ".pred.png", ".overlay.jpg", ".variance.png"
+VARIANCE_SCALE = 1000  # the variance PNG holds round(σ² × 1000) as 16-bit grey levels
 
 
 def _is_output(path: Path) -> bool:
-    """A file `predict` writes (`<name>.pred.png`, `<name>.overlay.jpg`): skipped when reading a folder."""
-    return path.name.lower().endswith((PRED_SUFFIX, OVERLAY_SUFFIX))
+    """A file `predict` writes (`<name>.pred.png`, `.overlay.jpg`, `.variance.png`): skipped when reading a folder."""
+    return path.name.lower().endswith((PRED_SUFFIX, OVERLAY_SUFFIX, VARIANCE_SUFFIX))
 
 
 def _collect(inputs) -> list[Path]:
@@ -94,8 +95,9 @@ def _collect(inputs) -> list[Path]:
     return files
 
 
-def plan_outputs(inputs, out_dir) -> list[tuple[Path, Path, Path]]:
-    """(input, palette PNG, overlay) per image, computed before anything is written.
+def plan_outputs(inputs, out_dir, suffixes=(PRED_SUFFIX, OVERLAY_SUFFIX)) -> list[tuple[Path, ...]]:
+    """(input, palette PNG, overlay[, variance PNG]) per image (one output per suffix), computed before anything
+    is written.
 
     An image `name.ext` gives `<out>/name.ext.pred.png` and `<out>/name.ext.overlay.jpg`. When two images
     of different arguments share a file name (`x/a.png`, `y/a.png`), every output mirrors its image's path
@@ -119,7 +121,7 @@ def plan_outputs(inputs, out_dir) -> list[tuple[Path, Path, Path]]:
         absolute = [Path(os.path.normpath(file.absolute())) for file in files]
         common = Path(os.path.commonpath([str(a.parent) for a in absolute]))
         relative = [a.relative_to(common) for a in absolute]
-    plan = [(file, out / rel.parent / f"{rel.name}{PRED_SUFFIX}", out / rel.parent / f"{rel.name}{OVERLAY_SUFFIX}")
+    plan = [(file, *(out / rel.parent / f"{rel.name}{suffix}" for suffix in suffixes))
             for file, rel in zip(files, relative)]
     inputs_at = {file.resolve(): file for file in files}
     written_by: dict[Path, Path] = {}
@@ -165,14 +167,41 @@ class Segmenter:
                                    resize_multiple=self.cfg.eval.resize_multiple)
         return scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
 
+    def variance_network(self, network=None):
+        """The network whose variance head `variance` reads; one line when it has none."""
+        name = network or "model"
+        net = self.method.networks().get(name)
+        if net is None or "variance" not in getattr(net, "heads", {}):
+            raise SemisegError(f"--variance: the checkpoint's network '{name}' has no variance head "
+                               "(a DUEB checkpoint has one: model.heads.variance)")
+        return net
 
-def predict_files(path, inputs, out_dir, mode: str = "original", network=None) -> list[Path]:
+    @torch.inference_mode()
+    def variance(self, rgb: np.ndarray, network=None) -> np.ndarray:
+        """The per-pixel variance σ² (H x W, float32) of a network with a variance head (DUEB's branches),
+        from one forward at the image's own size."""
+        net = self.variance_network(network)
+        image = normalize(to_tensor(rgb)).unsqueeze(0).to(self.device)
+        return net(image, outputs=("variance",))["variance"][0, 0].float().cpu().numpy()
+
+
+def variance_image(variance: np.ndarray) -> Image.Image:
+    """σ² as a 16-bit grey PNG holding round(σ² × 1000), clipped to 65535: the value is readable back."""
+    levels = np.clip(np.rint(variance.astype(np.float64) * VARIANCE_SCALE), 0, 65535).astype(np.uint16)
+    return Image.fromarray(levels)
+
+
+def predict_files(path, inputs, out_dir, mode: str = "original", network=None, variance: bool = False) -> list[Path]:
     """For each image `name.ext`: `name.ext.pred.png` (class ids with the preset palette) and
-    `name.ext.overlay.jpg` under `out_dir` (see `plan_outputs`); inputs are never written to."""
-    plan = plan_outputs(inputs, out_dir)
+    `name.ext.overlay.jpg` under `out_dir` (see `plan_outputs`), and with `variance` `name.ext.variance.png`
+    (`variance_image`); inputs are never written to."""
+    suffixes = (PRED_SUFFIX, OVERLAY_SUFFIX) + ((VARIANCE_SUFFIX,) if variance else ())
+    plan = plan_outputs(inputs, out_dir, suffixes)
     segment = Segmenter(path, network, mode)
+    if variance:
+        segment.variance_network(network)  # before anything is written
     written = []
-    for file, pred_path, overlay_path in plan:
+    for file, pred_path, overlay_path, *variance_path in plan:
         rgb = _read_rgb(file)
         labels = segment(rgb)
         with reporting_write_errors(pred_path.parent, setting="--out"):
@@ -181,5 +210,8 @@ def predict_files(path, inputs, out_dir, mode: str = "original", network=None) -
             palette_image(labels, segment.palette).save(pred_path)
         with reporting_write_errors(overlay_path, setting="--out"):
             overlay(rgb, labels, segment.palette).save(overlay_path, quality=92)
+        if variance_path:
+            with reporting_write_errors(variance_path[0], setting="--out"):
+                variance_image(segment.variance(rgb, network)).save(variance_path[0])
         written.append(pred_path)
     return written
