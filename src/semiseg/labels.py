@@ -6,3 +6,11 @@ void/ignored annotations and the padding added around crops smaller than the cro
 """
 
 IGNORE_INDEX = 255
+
+
+def target_region(target, valid=None):
+    """Ω as a bool mask: pixels whose label is not IGNORE_INDEX and, when `valid` is given, that are valid."""
+    mask = target != IGNORE_INDEX
+    if valid is not None:
+        mask = mask & valid.bool()
+    return mask

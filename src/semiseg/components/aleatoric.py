@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..labels import IGNORE_INDEX
+from ..labels import target_region
 
 VARIANCE_EPS = 1e-6  # inside the square root of the default form (docs/methods/dueb.md)
 
@@ -53,12 +53,6 @@ def _check_inputs(logits: torch.Tensor, variance: torch.Tensor, target: torch.Te
         raise ValueError(f"aleatoric loss: samples must be a positive integer, got {samples!r}")
 
 
-def _region(target: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
-    """Ω as a bool (B, H, W) mask: label not 255 and (if given) valid."""
-    mask = target != IGNORE_INDEX
-    if valid is not None:
-        mask = mask & valid.bool()
-    return mask
 
 
 def _noise_generator(device: torch.device, generator: Optional[torch.Generator]) -> torch.Generator:
@@ -164,7 +158,7 @@ def heteroscedastic_ce(logits: torch.Tensor, variance: torch.Tensor, target: tor
     over t (memory independent of T); 0 with a graph when Ω is empty.
     """
     _check_inputs(logits, variance, target, valid, samples)
-    mask = _region(target, valid)
+    mask = target_region(target, valid)
     y = torch.where(mask, target, torch.zeros_like(target)).long().unsqueeze(1)
     gen = _noise_generator(logits.device, generator)
     with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -190,7 +184,7 @@ def released_bayesian_ce(logits: torch.Tensor, variance: torch.Tensor, target: t
     0-d fp32; the first term is 0 when Ω is empty (the depressor stays).
     """
     _check_inputs(logits, variance, target, valid, samples)
-    mask = _region(target, valid)
+    mask = target_region(target, valid)
     y = torch.where(mask, target, torch.zeros_like(target)).long()
     gen = _noise_generator(logits.device, generator)
     with torch.autocast(device_type=logits.device.type, enabled=False):

@@ -188,6 +188,18 @@ def _below_delta_n(prob: torch.Tensor, delta_n: float) -> Optional[torch.Tensor]
     return None if delta_n >= 1.0 else prob < delta_n
 
 
+def _assemble(cand_l, cand_u, neg_l, neg_u, prob, delta_p, delta_n, num_labeled) -> "ContrastiveSets":
+    """The labeled and unlabeled halves joined; negatives cut by δ_n, anchors = candidates with p' > δ_p."""
+    candidates = torch.cat([cand_l, cand_u], dim=1)
+    negatives = torch.cat([neg_l, neg_u], dim=1)
+    below = _below_delta_n(prob, delta_n)
+    if below is not None:
+        negatives = negatives & below
+    anchors = candidates & (prob > delta_p)
+    return ContrastiveSets(candidates=candidates, anchors=anchors, negatives=negatives,
+                           valid_classes=candidates.any(dim=1), num_labeled=num_labeled)
+
+
 def contrastive_sets(labels: torch.Tensor, pseudo: torch.Tensor, probs_l: torch.Tensor, probs_u: torch.Tensor,
                      reliable_u: torch.Tensor, unreliable_u: torch.Tensor, delta_p: float = 0.3,
                      delta_n: float = 1.0, low_rank: int = 3, high_rank: int = 20,
@@ -233,14 +245,7 @@ def contrastive_sets(labels: torch.Tensor, pseudo: torch.Tensor, probs_l: torch.
     cand_u = (pseudo.reshape(1, -1) == classes) & reliable
     neg_u = unreliable & (rank_u >= low_rank) & (rank_u < high_rank)
 
-    candidates = torch.cat([cand_l, cand_u], dim=1)
-    negatives = torch.cat([neg_l, neg_u], dim=1)
-    below = _below_delta_n(prob, delta_n)
-    if below is not None:
-        negatives = negatives & below
-    anchors = candidates & (prob > delta_p)
-    return ContrastiveSets(candidates=candidates, anchors=anchors, negatives=negatives,
-                           valid_classes=candidates.any(dim=1), num_labeled=num_labeled)
+    return _assemble(cand_l, cand_u, neg_l, neg_u, prob, delta_p, delta_n, num_labeled)
 
 
 def released_sets(labels: torch.Tensor, pseudo: torch.Tensor, probs_l: torch.Tensor, probs_u: torch.Tensor,
@@ -281,14 +286,7 @@ def released_sets(labels: torch.Tensor, pseudo: torch.Tensor, probs_l: torch.Ten
     neg_l = torch.zeros_like(cand_l)
     neg_u = onehot_u & unreliable_u.bool().reshape(1, -1) & inside & (rank_u >= low_rank) & (rank_u < high_rank)
 
-    candidates = torch.cat([cand_l, cand_u], dim=1)
-    negatives = torch.cat([neg_l, neg_u], dim=1)
-    below = _below_delta_n(prob, delta_n)
-    if below is not None:
-        negatives = negatives & below
-    anchors = candidates & (prob > delta_p)
-    return ContrastiveSets(candidates=candidates, anchors=anchors, negatives=negatives,
-                           valid_classes=candidates.any(dim=1), num_labeled=num_labeled)
+    return _assemble(cand_l, cand_u, neg_l, neg_u, prob, delta_p, delta_n, num_labeled)
 
 
 # -- consumers of the sets -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from ..labels import IGNORE_INDEX
+from ..labels import target_region
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor]) -> None:
@@ -29,11 +29,6 @@ def _check(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Ten
         raise ValueError(f"energy: valid must be (B, H, W) = {(b, h, w)}, got {tuple(valid.shape)}")
 
 
-def _region(target: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
-    mask = target != IGNORE_INDEX
-    if valid is not None:
-        mask = mask & valid.bool()
-    return mask
 
 
 def released_energy(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
@@ -45,7 +40,7 @@ def released_energy(logits: torch.Tensor, target: torch.Tensor, valid: Optional[
     the sum is ≥ 1 whenever Ω is not empty and needs no max-shift; an empty Ω gives 0 with a graph.
     """
     _check(logits, target, valid)
-    mask = _region(target, valid)
+    mask = target_region(target, valid)
     y = torch.where(mask, target, torch.zeros_like(target)).long().unsqueeze(1)
     with torch.autocast(device_type=logits.device.type, enabled=False):
         p_true = logits.float().softmax(dim=1).gather(1, y).squeeze(1)
@@ -63,7 +58,7 @@ def free_energy_margin(logits: torch.Tensor, target: torch.Tensor, valid: Option
     m_in = `margin_in` (−25), scale = `energy_margin_scale` (0.1). The target only defines Ω.
     """
     _check(logits, target, valid)
-    weight = _region(target, valid).float()
+    weight = target_region(target, valid).float()
     with torch.autocast(device_type=logits.device.type, enabled=False):
         free_energy = -torch.logsumexp(logits.float(), dim=1)
         hinge = (free_energy - margin_in).clamp_min(0.0).square()
