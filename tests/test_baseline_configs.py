@@ -13,7 +13,7 @@ from semiseg.models.encoder import check_encoder_name
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SPLITS = Path(__file__).resolve().parents[2] / "shared" / "splits"
-BASELINES = ("mean_teacher", "cps", "unimatch", "unimatch_v2", "u2pl", "csl", "cpcl", "dueb")
+BASELINES = ("mean_teacher", "cps", "unimatch", "unimatch_v2", "u2pl", "csl", "cpcl", "dueb", "rrn")
 PUBLISHED = sorted(p for d in ("pascal", "cityscapes", "coco", "ade20k") for p in (CONFIGS / d).glob("*.yaml"))
 LITE = sorted(CONFIGS.glob(f"camvid/*_lite0_192_1_8.yaml")) + sorted(CONFIGS.glob("synthetic/*.yaml"))
 

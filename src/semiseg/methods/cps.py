@@ -96,12 +96,16 @@ class CPS(Method):
 
     def _cutmix_pairs(self, x_u, valid_u, boxes):
         """Pseudo-labels of x_u mixed by the toggled-box masks, students on the mixed images."""
+        x_m, target1, target2, valid = self.cutmix_inputs(x_u, valid_u, boxes)
+        return self.model(x_m), self.model2(x_m), target1, target2, valid
+
+    def cutmix_inputs(self, x_u, valid_u, boxes):
+        """(x_m, ŷ_1, ŷ_2, v_m): the mixed images, both branches' hard labels of x_u and the validity, mixed alike."""
         rule = self.params.partner
         with torch.no_grad():  # train-mode BN, as released
             target1 = mix(pseudo_labels(self.model(x_u))[0], boxes, rule=rule)
             target2 = mix(pseudo_labels(self.model2(x_u))[0], boxes, rule=rule)
-        x_m = mix(x_u, boxes, rule=rule)
-        return self.model(x_m), self.model2(x_m), target1, target2, mix(valid_u.bool(), boxes, rule=rule)
+        return mix(x_u, boxes, rule=rule), target1, target2, mix(valid_u.bool(), boxes, rule=rule)
 
     def trainable_modules(self):
         return [self.model, self.model2]
