@@ -186,3 +186,12 @@ def test_explain_panels_leave_the_state_alone():
     assert method.discriminator1.training
     for key, value in method.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_adaptive_image_score_sees_the_bottom_right_quadrant():
+    d = RegionDiscriminator(4, region="image").eval()  # the release's top-left pooling would miss this change
+    x = torch.rand(1, 4, 512, 512)
+    changed = x.clone()
+    changed[:, :, 256:, 256:] = 1 - changed[:, :, 256:, 256:]
+    with torch.no_grad():
+        assert not torch.equal(d(x)[0], d(changed)[0])

@@ -52,6 +52,7 @@ class RRNParams(CPSParams):
                                           "tile": optional(int_at_least(1)), "st_start_epoch": int_at_least(0),
                                           "discriminator_lr": real_above(0)}
 
+    cutmix: bool = True  # always true: RRN builds on CPS+CutMix
     tau: float = 0.6  # τ: a region is accepted when its score is above it [released code]
     fm_weight: float = 0.1  # λ_fm of the feature matching [released code]
     st_weight: float = 1.0  # λ_st of the local selection loss [released code]
