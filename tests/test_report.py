@@ -316,3 +316,33 @@ def test_val_images_are_found_through_the_list_or_the_camvid_layout(tmp_path):
         assert set(np.unique(samples[0][1])) <= {0, 1, 2, 255}  # CamVid's void 11 read as ignore
     assert val_samples(root, ["a", "missing"], "camvid", 3) is None
     assert val_samples(None, ["a"], "camvid", 3) is None
+
+
+def test_selection_signals_are_read_and_drawn(tmp_path):
+    from semiseg.bench.report_tables import load_records
+
+    results = write_suite(tmp_path / "results", suite="synthetic",
+                          runs={"supervised": ("baseline", "supervised", 24, [40.0, 42.0])})
+    signals = [{"step": s, "loss": 1.0, "loss_st": 0.1, "accepted_own": s / 40, "accepted_cross": s / 80}
+               for s in (1, 10, 20, 30)]
+    for seed in (0, 1):
+        data = record("synthetic", "rrn", "method", "rrn", 24, seed, 45.0)
+        data["curve"]["train"] = signals
+        write_record(results, data)
+    rrn = [r for r in load_records([results]) if r.cell == "rrn"][0]
+    assert set(rrn.signals) == {"accepted_cross", "accepted_own"}  # loss_st is not a fraction
+    assert rrn.signals["accepted_own"] == ((1.0, 1 / 40), (10.0, 0.25), (20.0, 0.5), (30.0, 0.75))
+    written = write_report([results], tmp_path / "out", figures=True)
+    assert "synthetic_signals.png" in {p.name for p in written}
+    assert "(synthetic_signals.png)" in (tmp_path / "out" / "synthetic.md").read_text()
+
+
+def test_the_training_curve_keeps_every_logged_number(tmp_path):
+    from semiseg.bench.results import read_curves
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"kind": "train", "step": 10, "loss": 2.0, "accepted_own": 0.5, "note": "x", "ok": true}\n'
+                       '{"kind": "val", "step": 10, "miou": 40.0}\n{"kind": "tra')  # a torn last line
+    curves = read_curves(metrics)
+    assert curves["train"] == [{"step": 10, "loss": 2.0, "accepted_own": 0.5}]
+    assert curves["eval"] == [{"step": 10, "miou": 40.0}]

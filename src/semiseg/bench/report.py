@@ -24,7 +24,8 @@ __all__ = ["write_report", "render_tables", "render_class_tables", "load_records
            "suite_markdown", "update_readme"]
 
 FIGURE_TITLES = {"curves": "Validation mIoU and training loss", "per_class": "Per-class IoU",
-                 "predictions": "Predictions on val images", "fractions": "mIoU against the labeled count"}
+                 "predictions": "Predictions on val images", "fractions": "mIoU against the labeled count",
+                 "signals": "Selection signals over training (fractions of regions or pixels accepted)"}
 
 
 def markers(suite: str) -> Tuple[str, str]:
@@ -88,7 +89,7 @@ def suite_markdown(summary: SuiteSummary, figures: Sequence[Tuple[str, str]] = (
 def figure_links(summary: SuiteSummary, written: Iterable[Path], fractions: Dict[str, Path]) -> List[Tuple[str, str]]:
     """(title, file name) of the figures a suite's page links to, in a fixed order."""
     names = {path.name for path in written}
-    links = [(FIGURE_TITLES[kind], f"{summary.suite}_{kind}.png") for kind in ("curves", "per_class", "predictions")
+    links = [(FIGURE_TITLES[kind], f"{summary.suite}_{kind}.png") for kind in ("curves", "per_class", "predictions", "signals")
              if f"{summary.suite}_{kind}.png" in names]
     for dataset in sorted({cell.dataset for cell in summary.cells}):
         if dataset in fractions:

@@ -5,7 +5,8 @@ and the mean training loss), `<suite>_per_class.png` (grouped bars of per-class 
 when the records point to prediction PNGs, `<suite>_predictions.png` (a grid: one row per val
 image, columns input, ground truth, then each cell's prediction). Per dataset, when a method
 was run at several labeled counts (in one suite or over suites such as camvid_1_8 and
-camvid_1_4), `<dataset>_fractions.png` (mIoU mean ± std against the labeled count).
+camvid_1_4), `<dataset>_fractions.png` (mIoU mean ± std against the labeled count). When cells logged
+selection signals (fractions of regions or pixels a method accepts), `<suite>_signals.png`.
 
 Figures are small (dpi ≤ 100) and carry no timestamp or version metadata, so the same records
 give byte-identical files.
@@ -95,6 +96,28 @@ def curves_figure(summary: SuiteSummary, path: Path) -> Path:
         axes.grid(alpha=0.3)
     if summary.cells:
         miou_axes.legend(fontsize=7, loc="lower right")
+    return save(figure, path)
+
+
+# -------------------------------------------------------------------------------------------- signals
+
+
+def signals_figure(summary: SuiteSummary, path: Path) -> Optional[Path]:
+    """One panel per selection signal (`report_tables.is_signal`: accepted regions, kept pixels, ...) any cell
+    logged, the mean over seeds against step per cell; None when no cell logged one."""
+    keys = sorted({key for cell in summary.cells for record in cell.records for key in record.signals})
+    if not keys:
+        return None
+    figure = new_figure(min(16.0, 4.2 * len(keys)), 3.4)
+    panels = np.atleast_1d(figure.subplots(1, len(keys)))
+    for axes, key in zip(panels, keys):
+        for index, cell in enumerate(summary.cells):
+            steps, mean, _, _ = mean_band([r.signals[key] for r in cell.records if key in r.signals])
+            if len(steps):
+                axes.plot(steps, mean, color=cell_colour(index), linewidth=0.9, label=cell.cell)
+        axes.set(title=key, xlabel="step", ylabel="fraction", ylim=(0, 1.02))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
     return save(figure, path)
 
 
@@ -291,7 +314,8 @@ def suite_figures(summary: SuiteSummary, out_dir: Path, dataset_root: Optional[P
     written = [curves_figure(summary, out_dir / f"{summary.suite}_curves.png"),
                per_class_figure(summary, out_dir / f"{summary.suite}_per_class.png")]
     grid = predictions_figure(summary, out_dir / f"{summary.suite}_predictions.png", dataset_root)
-    return written + ([grid] if grid is not None else [])
+    signals = signals_figure(summary, out_dir / f"{summary.suite}_signals.png")
+    return written + [path for path in (grid, signals) if path is not None]
 
 
 def fraction_figures(records: Sequence[Record], out_dir: Path) -> Dict[str, Path]:

@@ -65,6 +65,7 @@ class Record:
     ece: Optional[float]
     eval_curve: Tuple[Tuple[float, float], ...]  # (step, val mIoU %)
     train_curve: Tuple[Tuple[float, float], ...]  # (step, training loss)
+    signals: Dict[str, Tuple[Tuple[float, float], ...]]  # selection fractions over training (`signal_keys`)
     prediction_dir: Optional[Path]  # palette PNGs <dir>/<image>.png
     prediction_images: Tuple[str, ...]
 
@@ -126,6 +127,7 @@ def read_record(path: Path) -> Record:
         last_miou=_number(data, "last_miou", path), best_miou=_number(data, "best_miou", path),
         iou=tuple(iou), class_names=class_names, ece=_optional_number(data, "ece", path),
         eval_curve=_curve(data, "eval", "miou", path), train_curve=_curve(data, "train", "loss", path),
+        signals={key: _curve(data, "train", key, path) for key in signal_keys(data["curve"].get("train"))},
         prediction_dir=prediction_dir, prediction_images=prediction_images,
     )
 
@@ -188,6 +190,20 @@ def _text_list(data: dict, key: str, path: Path) -> List[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise SemisegError(f"{path}: key '{key}' must be a list of strings")
     return values
+
+
+def is_signal(key: str) -> bool:
+    """A logged training term that is a fraction of pixels or regions a method's selection keeps: RRN's
+    `accepted_own` / `accepted_cross`, `*_ratio` (kept, hidden), CPCL's `overlap`."""
+    return key.startswith("accepted_") or key.endswith("_ratio") or key == "overlap"
+
+
+def signal_keys(train_points) -> List[str]:
+    """The selection signals every point of a record's training curve holds, sorted."""
+    if not isinstance(train_points, list) or not train_points or not all(isinstance(p, dict) for p in train_points):
+        return []
+    keys = set.intersection(*(set(p) for p in train_points))
+    return sorted(key for key in keys if is_signal(key))
 
 
 def _curve(data: dict, part: str, value_key: str, path: Path) -> Tuple[Tuple[float, float], ...]:

@@ -51,7 +51,8 @@ def read_json(path: Path) -> dict:
 
 
 def read_curves(metrics: Path) -> dict:
-    """Validation mIoU (and ECE where logged) and training loss against step, from metrics.jsonl."""
+    """Validation mIoU (and ECE where logged) and the training terms against step (every number a train entry
+    logs: the loss, its terms, the learning rates and the methods' selection signals), from metrics.jsonl."""
     curves = {"eval": [], "train": []}
     for line in Path(metrics).read_text().splitlines():
         try:
@@ -64,7 +65,8 @@ def read_curves(metrics: Path) -> dict:
                 point["ece"] = entry["ece"]
             curves["eval"].append(point)
         elif entry.get("kind") == "train" and "loss" in entry:
-            curves["train"].append({"step": entry["step"], "loss": entry["loss"]})
+            curves["train"].append({key: value for key, value in entry.items()
+                                    if isinstance(value, (int, float)) and not isinstance(value, bool)})
     return curves
 
 
