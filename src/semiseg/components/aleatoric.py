@@ -10,10 +10,11 @@ Two forms, both over Ω = {i : y_i ≠ 255 and v_i = 1} and T Monte-Carlo sample
   noise ε_t ~ N(0, σ²) is drawn without reparameterisation, so σ² only gets the gradient of the
   "variance depressor" exp(σ²)/P.
 
-Memory: both stream over t. The forward keeps only per-pixel values (the running log-sum-exp, or
-one scalar per sample) and the backward recomputes each sample's noise from the generator state
-saved at the forward, so no tensor of T·B·C·H·W elements, and no per-sample B×C×H×W tensor
-saved for autograd, ever exists. Peak memory does not depend on T.
+Memory: both stream over t, and within a sample over the images of the batch. The forward keeps only
+per-pixel values (the running log-sum-exp, or one scalar per sample) and the backward recomputes each
+sample's noise from the generator state saved at the forward, so no tensor of T·B·C·H·W elements, and
+no per-sample B×C×H×W tensor saved for autograd, ever exists: besides the logits and their gradient,
+one B×C×H×W noise draw and a few one-image temporaries. Peak memory does not depend on T.
 
 Noise order (documented so tests and other code can reproduce it): for t = 0 … T−1, ε_t is
 `torch.randn((B, C, H, W), generator=g)` (float32, contiguous NCHW, whatever the layout of the
@@ -77,17 +78,26 @@ def _generator_copy(device: torch.device, state: torch.Tensor) -> torch.Generato
     return copy
 
 
-def _sample_log_prob(z: torch.Tensor, std: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
-    """One sample: draws ε, returns (ε, e, s, a) with e = exp(x̂ − max) (in place, B×C×H×W),
-    s = Σ_c e and a = log_softmax(x̂)[y] (both B×1×H×W), where x̂ = z + std·ε."""
-    eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=torch.float32)
+def _draw_noise(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """ε_t for every pixel, class and image: one (B, C, H, W) fp32 draw (the documented noise order)."""
+    return torch.randn(z.shape, generator=generator, device=z.device, dtype=torch.float32)
+
+
+def _sample_log_prob(z: torch.Tensor, std: torch.Tensor, y: torch.Tensor, eps: torch.Tensor):
+    """One sample on a slice of the batch: returns (e, s, a) with e = exp(x̂ − max) (B'×C×H×W, a new
+    buffer the caller may overwrite), s = Σ_c e and a = log_softmax(x̂)[y] (both B'×1×H×W), x̂ = z + std·ε."""
     x = torch.addcmul(z, std, eps)
     x_y = x.gather(1, y)
     top = x.amax(dim=1, keepdim=True)
     e = x.sub_(top).exp_()
     s = e.sum(dim=1, keepdim=True)
     a = x_y - top - s.log()
-    return eps, e, s, a
+    return e, s, a
+
+
+def _images(z: torch.Tensor):
+    """Slices of one image each: the temporaries of a sample are one image large, not a batch."""
+    return [slice(b, b + 1) for b in range(z.shape[0])]
 
 
 class _SampledTrueClassLogProb(torch.autograd.Function):
@@ -108,8 +118,9 @@ class _SampledTrueClassLogProb(torch.autograd.Function):
         per_sample = []
         with torch.no_grad():
             for _ in range(samples):
-                eps, e, s, a = _sample_log_prob(z, std, y, generator)
-                del eps, e, s
+                eps = _draw_noise(z, generator)
+                a = torch.cat([_sample_log_prob(z[i], std[i], y[i], eps[i])[2] for i in _images(z)])
+                del eps
                 if reduce == "logsumexp":
                     running = a if running is None else torch.logaddexp(running, a)
                 else:
@@ -130,19 +141,22 @@ class _SampledTrueClassLogProb(torch.autograd.Function):
         grad_z = torch.zeros_like(z, memory_format=torch.contiguous_format) if need_z else None
         grad_std = torch.zeros_like(std) if need_std else None
         for t in range(ctx.samples):
-            eps, e, s, a = _sample_log_prob(z, std, y, generator)
-            # β_t = ∂(output)/∂a_t · grad_out, per pixel (B, 1, H, W)
-            if ctx.reduce == "logsumexp":
-                beta = (a - out.unsqueeze(1)).exp() * grad_out.unsqueeze(1)
-            else:
-                beta = weight * grad_out[t]
-            # ∂/∂x̂_t = β·(onehot(y) − softmax(x̂_t)), built in place in e
-            g = e.mul_(-beta / s).scatter_add_(1, y, beta)
-            if need_z:
-                grad_z.add_(g)
-            if need_std:
-                grad_std.add_(g.mul_(eps).sum(dim=1, keepdim=True))
-            del eps, e, g
+            eps = _draw_noise(z, generator)
+            for i in _images(z):
+                e, s, a = _sample_log_prob(z[i], std[i], y[i], eps[i])
+                # β_t = ∂(output)/∂a_t · grad_out, per pixel (1, 1, H, W)
+                if ctx.reduce == "logsumexp":
+                    beta = (a - out[i].unsqueeze(1)).exp() * grad_out[i].unsqueeze(1)
+                else:
+                    beta = weight[i] * grad_out[t]
+                # ∂/∂x̂_t = β·(onehot(y) − softmax(x̂_t)), built in place in e
+                g = e.mul_(-beta / s).scatter_add_(1, y[i], beta)
+                if need_z:
+                    grad_z[i].add_(g)
+                if need_std:
+                    grad_std[i].add_(g.mul_(eps[i]).sum(dim=1, keepdim=True))
+                del e, g
+            del eps
         return grad_z, grad_std, None, None, None, None, None
 
 

@@ -1,0 +1,108 @@
+"""Costs of two components, each in a fresh process (docs/benchmarks.md: Component costs).
+
+- `aleatoric-memory`: peak resident memory of DUEB's heteroscedastic loss (T = 10 samples) forward and backward
+  against a plain cross-entropy on the same logits (batch 8 x 21 classes x 321², fp32). Each variant runs in its
+  own subprocess; the number is the peak RSS of that process (`ru_maxrss`) minus its RSS once the logits exist,
+  i.e. the memory the loss itself costs, and the peak with the logits.
+- `csl-speed`: CSL's selection (`csl_weights`) for 8 images of 321 x 321 with 21 classes, fp32, probabilities
+  given: the median of 20 timed calls after 3 warm-up calls.
+
+    python benchmarks/scripts/component_costs.py --threads 2 --out benchmarks/results/speed/component_costs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+B, C, S, T = 8, 21, 321, 10
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def memory_child(loss: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from semiseg.components.aleatoric import heteroscedastic_ce
+
+    torch.manual_seed(0)
+    logits = torch.randn(B, C, S, S, requires_grad=True)
+    variance = torch.rand(B, 1, S, S, requires_grad=True)
+    target = torch.randint(0, C, (B, S, S))
+    before = rss_bytes()
+    if loss == "ce":
+        value = F.cross_entropy(logits, target, ignore_index=255)
+    else:
+        value = heteroscedastic_ce(logits, variance, target, samples=T)
+    value.backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_mb": round(peak / 2**20, 1), "loss_mb": round((peak - before) / 2**20, 1)}
+
+
+def aleatoric_memory(threads: int) -> dict:
+    result = {}
+    for loss in ("ce", "aleatoric"):
+        out = subprocess.run([sys.executable, __file__, "--child", loss, "--threads", str(threads)], check=True,
+                             capture_output=True, text=True).stdout
+        result[loss] = json.loads(out.strip().splitlines()[-1])
+    result["peak_ratio"] = round(result["aleatoric"]["peak_mb"] / result["ce"]["peak_mb"], 3)
+    result["loss_ratio"] = round(result["aleatoric"]["loss_mb"] / result["ce"]["loss_mb"], 3)
+    result["setting"] = f"batch {B} x {C} classes x {S}x{S}, T = {T}, fp32, forward + backward"
+    return result
+
+
+def csl_speed() -> dict:
+    import torch
+
+    from semiseg.components.csl_selection import csl_weights
+
+    torch.manual_seed(0)
+    probs = (torch.randn(B, C, S, S) * 3).softmax(dim=1)
+    valid = torch.ones(B, S, S, dtype=torch.bool)
+    for _ in range(3):
+        csl_weights(probs, valid)
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        csl_weights(probs, valid)
+        times.append(time.perf_counter() - start)
+    return {"median_ms": round(1000 * statistics.median(times), 2), "min_ms": round(1000 * min(times), 2),
+            "setting": f"{B} images x {C} classes x {S}x{S}, fp32"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["aleatoric-memory", "csl-speed"])
+    parser.add_argument("--out", default="benchmarks/results/speed/component_costs.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(memory_child(args.child)))
+        return
+    result = {"threads": args.threads, "torch": torch.__version__}
+    if args.only in (None, "aleatoric-memory"):
+        result["aleatoric_memory"] = aleatoric_memory(args.threads)
+        print("aleatoric memory:", result["aleatoric_memory"])
+    if args.only in (None, "csl-speed"):
+        result["csl_speed"] = csl_speed()
+        print("csl selection:", result["csl_speed"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
