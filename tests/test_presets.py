@@ -42,7 +42,8 @@ def write_list(path, lines):
 
 
 def fake_split(tmp_path, dataset, split, n_lab=3, n_unl=4, n_val=2, value=1):
-    """A root with files for the first entries of the real lists, and a splits dir holding those entries."""
+    """A root with files for the first entries of the real lists, and a splits dir holding those entries
+    (truncated copies of the published lists: read them with verify_splits=False)."""
     root, splits = tmp_path / "root", tmp_path / "splits"
     lab = head(f"{dataset}/{split}/labeled.txt", n_lab)
     val = head(f"{dataset}/val.txt", n_val)
@@ -110,7 +111,8 @@ def test_gta5_maps_cityscapes_label_ids_to_train_ids(tmp_path):
 @needs_splits
 def test_pascal_split(tmp_path):
     root, splits, lab, unl, val = fake_split(tmp_path, "pascal", "92", value=20)
-    out = DATASETS.get("pascal").build(cfg(dataset="pascal", root=str(root), splits_dir=str(splits), split="92"))
+    out = DATASETS.get("pascal").build(cfg(dataset="pascal", root=str(root), splits_dir=str(splits),
+                                           verify_splits=False, split="92"))
     assert isinstance(out, DatasetSplits)
     assert (len(out.labeled), len(out.unlabeled), len(out.val)) == (3, 4, 2)
     sample = out.labeled.load(0)
@@ -211,7 +213,8 @@ def test_list_errors_through_build(tmp_path):
 @needs_splits
 def test_ade20k_lut(tmp_path):
     root, splits, *_ = fake_split(tmp_path, "ade20k", "1_8", value=1)
-    out = DATASETS.get("ade20k").build(cfg(dataset="ade20k", root=str(root), splits_dir=str(splits), split="1_8"))
+    out = DATASETS.get("ade20k").build(cfg(dataset="ade20k", root=str(root), splits_dir=str(splits),
+                                           verify_splits=False, split="1_8"))
     mask = out.labeled.load(0).mask
     assert mask[0, 0] == 255 and mask[1, 1] == 0  # raw 255 stays ignore; raw 1 -> 0
     raw = np.array([[0, 1, 150]], np.uint8)
@@ -222,10 +225,11 @@ def test_ade20k_lut(tmp_path):
 def test_cityscapes_split_and_generated_train_list(tmp_path):
     root, splits, lab, unl, val = fake_split(tmp_path, "cityscapes", "1_8", value=18)
     out = DATASETS.get("cityscapes").build(cfg(dataset="cityscapes", root=str(root), splits_dir=str(splits),
-                                               split="1_8"))
+                                               verify_splits=False, split="1_8"))
     assert (len(out.labeled), len(out.unlabeled), len(out.val)) == (3, 4, 2)
     assert out.labeled.load(2).mask.max() == 255 and out.val.load(0).mask[5, 5] == 18
-    full = DATASETS.get("cityscapes").build(cfg(dataset="cityscapes", root=str(root), splits_dir=str(splits)))
+    full = DATASETS.get("cityscapes").build(cfg(dataset="cityscapes", root=str(root), splits_dir=str(splits),
+                                                verify_splits=False))
     assert len(full.labeled) == 7 and full.unlabeled is None  # every leftImg8bit/train image, with its mask
     names = [full.labeled.name(i) for i in range(len(full.labeled))]
     assert full.labeled.load(names.index(lab[0].split()[0])).mask[5, 5] == 18
@@ -235,11 +239,13 @@ def test_cityscapes_split_and_generated_train_list(tmp_path):
 def test_coco_unlabeled_is_train2017_minus_labeled(tmp_path):
     root, splits, lab, _, _ = fake_split(tmp_path, "coco", "1_512", value=80)
     write_files(root, ["train2017/000000000001.jpg", "train2017/000000000002.jpg"])  # unlabeled, no masks
-    out = DATASETS.get("coco").build(cfg(dataset="coco", root=str(root), splits_dir=str(splits), split="1_512"))
+    out = DATASETS.get("coco").build(cfg(dataset="coco", root=str(root), splits_dir=str(splits), verify_splits=False,
+                                         split="1_512"))
     assert (len(out.labeled), len(out.unlabeled), len(out.val)) == (3, 2, 2)
     assert out.labeled.load(0).mask[3, 3] == 80
     assert {out.unlabeled.name(i) for i in range(2)} == {"train2017/000000000001.jpg", "train2017/000000000002.jpg"}
-    carved = DATASETS.get("coco").build(cfg(dataset="coco", root=str(root), splits_dir=str(splits), split="1_512",
+    carved = DATASETS.get("coco").build(cfg(dataset="coco", root=str(root), splits_dir=str(splits),
+                                            verify_splits=False, split="1_512",
                                             num_labeled=1))
     assert (len(carved.labeled), len(carved.unlabeled)) == (1, 4)
 

@@ -25,7 +25,8 @@ def _cmd_list(args) -> int:
     print("datasets:")
     for name in catalog.DATASETS:
         preset = catalog.DATASETS.get(name)
-        print(f"  {name:<14} {preset.num_classes} classes, eval {preset.eval_mode}, crop {preset.crop_size}")
+        classes = f"{preset.num_classes} classes" if preset.class_names else "classes from its dataset.yaml"
+        print(f"  {name:<14} {classes}, eval {preset.eval_mode}, crop {preset.crop_size}")
     print("encoders: any timm model with features_only; CPU-size ones: " + ", ".join(CPU_ENCODERS))
     return 0
 
@@ -73,9 +74,30 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from .engine.inference import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network, args.variance)
-    print(f"wrote {len(written)} predictions to {args.out} (per image NAME.EXT: NAME.EXT.pred.png palette PNG "
-          "+ NAME.EXT.overlay.jpg)")
+    result = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network, args.variance,
+                           confidence=args.confidence, recursive=args.recursive, batch_size=args.batch_size,
+                           progress=not args.no_progress)
+    if args.mode:
+        how = f"mode {args.mode}"
+    else:  # docs/deployment.md: Predicting images
+        large = result.modes.get("sliding_window", 0)
+        how = (f"{len(result.written) - large} at their own size, {large} larger than the {result.crop_size} px "
+               f"crop with sliding {result.crop_size} x {result.crop_size} windows")
+    files = ["NAME.EXT.pred.png palette PNG", "NAME.EXT.overlay.jpg"]
+    files += ["NAME.EXT.confidence.png"] if args.confidence else []
+    files += ["NAME.EXT.variance.png"] if args.variance else []
+    print(f"wrote {len(result.written)} predictions to {args.out} ({how}; per image NAME.EXT: "
+          f"{' + '.join(files)})")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .engine.export import TOLERANCE, export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out, args.network, args.overwrite)
+    sizes = ", ".join(f"{'x'.join(map(str, shape))}: {diff:.1e}" for shape, diff in result.differences)
+    print(f"wrote {result.path} ({result.format}, {result.exporter})")
+    print(f"parity with PyTorch (fp32): max |difference| {result.max_difference:.2e} <= {TOLERANCE:g} ({sizes})")
     return 0
 
 
@@ -136,6 +158,30 @@ def _cmd_report(args) -> int:
     written = write_report(args.results, Path(args.out), readme=Path(args.readme) if args.readme else None,
                            figures=not args.no_figures, dataset_root=Path(args.root) if args.root else None)
     print(f"wrote {len(written)} file(s) to {args.out}" + (f" and the tables of {args.readme}" if args.readme else ""))
+    return 0
+
+
+def _cmd_data_check(args) -> int:
+    from .data.check import check_dataset, load_check_config
+
+    overrides = list(args.overrides) + ([f"data.root={args.root}"] if args.root else [])
+    report = check_dataset(load_check_config(args.target, overrides), jobs=args.jobs, progress=not args.no_progress)
+    print(report.format())
+    return 0 if report.clean else 1
+
+
+def _cmd_data_split(args) -> int:
+    from .data.listsplit import split_list
+
+    result = split_list(args.list, args.labeled, args.seed, args.out, balanced=args.balanced, root=args.root,
+                        dataset=args.dataset, overwrite=args.overwrite, jobs=args.jobs)
+    total = len(result.labeled) + len(result.unlabeled)
+    print(f"wrote {' and '.join(str(p) for p in result.written)}: {len(result.labeled)} of {total} images labeled"
+          + (f", holding {result.classes_covered} of the list's {result.classes_total} classes"
+             if result.classes_total is not None else ""))
+    lists = [f"data.labeled_list={Path(result.written[0]).resolve()}"]
+    lists += [f"data.unlabeled_list={Path(result.written[1]).resolve()}"] if len(result.written) > 1 else []
+    print(f"train on it with: {' '.join(lists)}")
     return 0
 
 
@@ -201,19 +247,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment images with a checkpoint",
                        description="Write a palette PNG of the predicted classes and an overlay per image: "
                                    "NAME.EXT gives NAME.EXT.pred.png and NAME.EXT.overlay.jpg in --out (folders "
-                                   "are read one level deep; images of several arguments that share a file name "
-                                   "keep their paths relative to a common folder). Inputs are never written to: "
+                                   "are read one level deep, or all levels with --recursive; a quoted pattern "
+                                   "such as 'photos/**/*.jpg' is expanded; images of several arguments that "
+                                   "share a file name keep their paths relative to a common folder). Images are "
+                                   "turned upright by their EXIF orientation first. Inputs are never written to: "
                                    "--out may be an input folder, and *.pred.png / *.overlay.jpg files there are "
-                                   "skipped as earlier predictions.")
+                                   "skipped as earlier predictions (docs/deployment.md).")
     p.add_argument("checkpoint")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_DIR_OR_PATTERN")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default="original")
+    p.add_argument("--mode", choices=["original", "resize", "sliding_window"], default=None,
+                   help="evaluation mode for every image (default: original, and sliding windows of the "
+                        "checkpoint's crop for an image larger than the crop in either side)")
+    p.add_argument("--recursive", action="store_true", help="read folders' sub-folders too")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N",
+                   help="images of one size segmented together (default 4; the results do not depend on it)")
+    p.add_argument("--confidence", action="store_true",
+                   help="also write NAME.EXT.confidence.png: the per-pixel largest class probability p, "
+                        "8-bit grey = round(255 p)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--variance", action="store_true",
                    help="also write NAME.EXT.variance.png: the per-pixel variance of a model with a variance head "
                         "(DUEB), 16-bit grey = round(variance x 1000)")
     _add_network_option(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export the network a checkpoint predicts with to ONNX or TorchScript",
+                       description="Write what evaluation runs (the method's predict, or --network) as one file: "
+                                   "input an ImageNet-normalised float32 batch N x 3 x H x W (N, H, W dynamic), "
+                                   "output the logits N x C x H x W; the file carries the class names, palette and "
+                                   "normalisation. It is loaded back and compared with PyTorch at three input sizes "
+                                   "and written only when they agree within 1e-4 (docs/deployment.md). ONNX needs "
+                                   "pip install 'semiseg[export]'.")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", metavar="FILE", help="the file to write, or a folder for it (default: next to the "
+                                                  "checkpoint, CHECKPOINT_STEM.onnx or CHECKPOINT_STEM.torchscript.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the checkpoint)")
+    _add_network_option(p)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("show", help="a picture of what the method does with a training batch",
                        description="Draw the training batch of step N as training draws it (same seed: same crops, "
@@ -292,6 +364,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder, for the images and ground truth of the prediction grid")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("data", help="dataset tools: `data check` reports every problem of a dataset, "
+                                    "`data split` writes reproducible labeled/unlabeled lists")
+    data = p.add_subparsers(dest="data_command", metavar="TOOL", parser_class=_Parser, required=True)
+    q = data.add_parser("check", help="every problem of a dataset's lists and files, and its class histogram",
+                        description="Resolve the labeled, unlabeled and val lists as training does and read every "
+                                    "file the way training reads it; report each problem with its file (missing "
+                                    "or unreadable files, size mismatches, labels outside the classes, colour or "
+                                    "16-bit masks, EXIF-rotated images, duplicates, images in two sets, empty "
+                                    "lists) and the labeled set's class histogram. Exit status 0: clean, 1: "
+                                    "problems found, 2: the config or dataset cannot be loaded (docs/datasets.md).")
+    q.add_argument("target", metavar="CONFIG_OR_PRESET", help="a config file (configs/...) or a dataset preset name")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. data.split=1_8)")
+    q.add_argument("--root", help="dataset folder (same as data.root=...)")
+    q.add_argument("--jobs", type=int, metavar="N", help="files read at a time (default: the CPU count)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_data_check)
+    q = data.add_parser("split", help="reproducible labeled.txt / unlabeled.txt from a list file",
+                        description="Cut LIST into DIR/labeled.txt and DIR/unlabeled.txt (the list format; use "
+                                    "them as data.labeled_list / data.unlabeled_list, or as a split folder of "
+                                    "data.splits_dir). The images are ordered by SHA-256 of (seed, path): the same "
+                                    "seed gives the same split on any machine. Existing files are never replaced "
+                                    "without --overwrite, and LIST never (docs/datasets.md).")
+    q.add_argument("list", metavar="LIST", help="list file, 'image [mask]' per line")
+    q.add_argument("--labeled", required=True, metavar="1/8|N",
+                   help="a fraction of the list (rounded half up, at least 1) or a count of images")
+    q.add_argument("--seed", type=int, default=0, metavar="S", help="split seed (default 0)")
+    q.add_argument("--balanced", action="store_true",
+                   help="class-balanced: first cover every class of the list, rarest first, then fill in seed order "
+                        "(reads the masks)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for labeled.txt and unlabeled.txt")
+    q.add_argument("--root", metavar="DIR",
+                   help="--balanced: the folder the list's paths are relative to (default: LIST's folder)")
+    q.add_argument("--dataset", metavar="NAME",
+                   help="--balanced: read the masks with this preset's classes and label map (default: raw values, "
+                        "255 = ignore)")
+    q.add_argument("--overwrite", action="store_true", help="replace labeled.txt / unlabeled.txt already in DIR")
+    q.add_argument("--jobs", type=int, metavar="N", help="--balanced: masks read at a time (default: the CPU count)")
+    q.set_defaults(func=_cmd_data_split)
     return parser
 
 

@@ -73,6 +73,7 @@ class DataConfig:
     root: Optional[str] = None  # dataset folder (the preset's default when unset)
     splits_dir: Optional[str] = None  # folder of the standard split lists (shared/splits layout)
     split: Optional[str] = None  # a standard split folder, e.g. "1464" or "1_8"
+    verify_splits: bool = True  # a published split list read from splits_dir must match its SHA-256 (docs/datasets.md)
     labeled_list: Optional[str] = None  # "image mask" per line, relative to root
     unlabeled_list: Optional[str] = None  # "image [mask]" per line; masks are never read
     val_list: Optional[str] = None  # "image mask" per line, relative to root (the preset's val list when unset)

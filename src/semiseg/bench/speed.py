@@ -116,7 +116,8 @@ def pascal_cell(method: str, data: dict, repo: Path = REPO) -> tuple[Path | None
         recipe.append("method.threshold=0.95")
     return config, recipe + [
         f"data.root={data['root']}", f"data.splits_dir={data['splits_dir']}", _split_override(data["split"]),
-        "data.crop_size=321", "model.name=deeplabv3plus", "model.encoder=resnet50s", "model.pretrained=null",
+        # named, not the preset's default: the fake val.txt is not the published one data.verify_splits checks
+        f"data.val_list={data['splits_dir']}/pascal/val.txt", "data.crop_size=321", "model.name=deeplabv3plus", "model.encoder=resnet50s", "model.pretrained=null",
         f"model.output_stride={8 if method in OS8_METHODS else 16}", "model.lock_backbone=false",
         "train.total_batch_size=2", "train.unlabeled_batch_size=2", *NO_WARMUP.get(method, [])]
 

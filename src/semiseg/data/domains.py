@@ -32,6 +32,7 @@ class TargetData:
     unlabeled_list: Optional[str]
     val_list: Optional[str]
     synthetic: Any
+    verify_splits: bool = True  # data.verify_splits: the standard split lists are shared too
     key_prefix: str = "data.target."  # how the preset's messages name these keys
 
 
@@ -47,7 +48,8 @@ def target_data(data_cfg) -> TargetData:
     synthetic = SimpleNamespace(**{key: _inherited(target.synthetic, data_cfg.synthetic, key)
                                    for key in SYNTHETIC_KEYS})
     return TargetData(root=target.root, splits_dir=getattr(data_cfg, "splits_dir", None),
-                      unlabeled_list=target.unlabeled_list, val_list=target.val_list, synthetic=synthetic)
+                      unlabeled_list=target.unlabeled_list, val_list=target.val_list, synthetic=synthetic,
+                      verify_splits=getattr(data_cfg, "verify_splits", True))
 
 
 def check_same_classes(source: Preset, target: Preset) -> None:
@@ -106,9 +108,11 @@ class CrossDomainPreset(Preset):
         return val, f"{self.target.name}: {val_from}"
 
 
-def dataset_preset(data_cfg, datasets: Registry) -> Preset:
-    """The preset of a run: data.dataset's, or the source + target pair when data.target.dataset is set."""
-    source = datasets.get(data_cfg.dataset)
+def dataset_preset(data_cfg, datasets: Registry, saved: Optional[dict] = None) -> Preset:
+    """The preset of a run: data.dataset's, or the source + target pair when data.target.dataset is set; each
+    resolved for its section (`Preset.resolve`: a folder's classes come from its card, or from `saved`, a
+    checkpoint's meta, where the card is not at hand)."""
+    source = datasets.get(data_cfg.dataset).resolve(data_cfg, saved)
     target_cfg = getattr(data_cfg, "target", None)
     if target_cfg is None:
         return source
@@ -119,6 +123,7 @@ def dataset_preset(data_cfg, datasets: Registry) -> Preset:
         target = datasets.get(target_cfg.dataset)
     except SemisegError as exc:
         raise SemisegError(f"data.target.dataset: {exc}") from None
+    target = target.resolve(target_data(data_cfg), saved)
     check_same_classes(source, target)
     return CrossDomainPreset(name=f"{source.name} -> {target.name}", class_names=target.class_names,
                              palette=target.palette, eval_mode=target.eval_mode, crop_size=target.crop_size,

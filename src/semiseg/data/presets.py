@@ -5,6 +5,10 @@ unlabeled, val sources). `ListPreset` implements the list-file rules shared by
 the real datasets; other presets (e.g. the rendered `synthetic` one) subclass
 `Preset` and override `build`. Presets are registered in `DATASETS` by name.
 
+A preset whose classes live with the data (`folder`: the dataset card, data/card.py) is registered
+without them; `resolve(data_cfg)` gives the preset of one run, its classes read, and is what the engine
+uses (data/domains.py: `dataset_preset`), so nothing there names a dataset.
+
 A cross-domain run (data/domains.py) takes one part from each of two presets:
 `build_labeled` of the source, `build_unlabeled` and `build_val` of the target.
 Their config section may be `data.target` read as a `data` section: its
@@ -14,7 +18,7 @@ Their config section may be `data.target` read as a `data` section: its
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -22,9 +26,10 @@ import numpy as np
 
 from ..errors import SemisegError
 from ..registry import DATASETS, closest
-from .listfile import ListEntry, ListFileSource, check_overlap, image_key, read_list
+from .card import CARD, DatasetCard, FolderScan, read_card, scan_folder
+from .listfile import ListEntry, ListFileSource, MaskAlternative, check_overlap, image_key, read_list
 from .sample import IGNORE_INDEX, Source
-from .splits import carve_labeled
+from .splits import carve_labeled, verify_published
 
 SPLITS = "{splits}/"  # prefix of a default list that lives under data.splits_dir
 SPLITS_ENV = "SEMISEG_SPLITS_DIR"
@@ -98,6 +103,12 @@ class Preset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def resolve(self, data_cfg, saved: Optional[dict] = None) -> "Preset":
+        """The preset of the run that `data_cfg` describes: this one, unless its classes are read from the
+        data (FolderPreset). `saved`: a checkpoint's meta (class_names, palette), for a model used where its
+        data is not."""
+        return self
+
     def build(self, data_cfg) -> DatasetSplits:
         """The labeled, unlabeled and val sources for the `data` config section."""
         raise NotImplementedError(f"preset {self.name} does not implement build()")
@@ -155,6 +166,7 @@ class ListPreset(Preset):
     train_list: Union[str, GlobList] = "train.txt"  # "{splits}/..." lives under splits_dir, else under root
     val_list: Optional[str] = "val.txt"  # None: no val list of its own (data.val_list must name one)
     unlabeled_glob: Optional[GlobList] = None  # images of the root not in the labeled list (COCO)
+    mask_alternatives: Tuple[MaskAlternative, ...] = ()  # masks the dataset ships under another name
 
     def resolve_root(self, data_cfg) -> Path:
         value = _cfg(data_cfg, "root") or self.default_root
@@ -199,8 +211,16 @@ class ListPreset(Preset):
         if isinstance(spec, GlobList):
             return spec.entries(root, key, _key(data_cfg, "root"))
         if spec.startswith(SPLITS):
-            return read_list(self.splits_dir(data_cfg) / self.name / spec[len(SPLITS):], key)
+            return self._split_list(data_cfg, spec[len(SPLITS):], key)
         return read_list(root / spec, key)
+
+    def _split_list(self, data_cfg, relative: str, key: str) -> List[ListEntry]:
+        """A list under data.splits_dir/<name>/, checked against the published SHA-256 when it is one of the
+        published lists (unless data.verify_splits is false)."""
+        path = self.splits_dir(data_cfg) / self.name / relative
+        if _cfg(data_cfg, "verify_splits") is not False:
+            verify_published(path, f"{self.name}/{relative}")
+        return read_list(path, key)
 
     def _check_first(self, entries: List[ListEntry], root: Path, data_cfg=None) -> None:
         """Fail fast when a list's first image is not under the root (the usual wrong data.root)."""
@@ -216,7 +236,7 @@ class ListPreset(Preset):
         if _cfg(data_cfg, "labeled_list"):
             return read_list(_under(root, _cfg(data_cfg, "labeled_list")), "data.labeled_list")
         if folder is not None:
-            return read_list(folder / "labeled.txt", "data.split")
+            return self._split_list(data_cfg, f"{_cfg(data_cfg, 'split')}/labeled.txt", "data.split")
         return self._default(self.train_list, root, data_cfg, "data.labeled_list")
 
     def _val_entries(self, root: Path, data_cfg) -> List[ListEntry]:
@@ -231,8 +251,10 @@ class ListPreset(Preset):
         return self._default(self.val_list, root, data_cfg, key)
 
     def _source(self, root: Path, entries: List[ListEntry], labeled: bool) -> ListFileSource:
-        return ListFileSource(root, entries, self.num_classes, entries[0].list_file,
-                              label_lut=self.label_lut, labeled=labeled)
+        """A source over `entries` that reads masks as training does (`semiseg data check` decodes with one
+        of no entries)."""
+        return ListFileSource(root, entries, self.num_classes, entries[0].list_file if entries else "",
+                              label_lut=self.label_lut, labeled=labeled, alternatives=self.mask_alternatives)
 
     def _folder(self, data_cfg) -> Optional[Path]:
         """The split folder named by data.split, if any."""
@@ -261,23 +283,47 @@ class ListPreset(Preset):
         self._check_first(val, root, data_cfg)
         return self._source(root, val, True), _origin(val)
 
+    def _unlabeled_entries(self, root: Path, data_cfg, folder: Optional[Path],
+                           labeled: List[ListEntry]) -> List[ListEntry]:
+        """The unlabeled list before the carve-out adds to it: data.unlabeled_list, else the split's
+        unlabeled.txt, else (COCO, with a labeled list of the user's or a split) the glob minus `labeled`."""
+        from_default = not _cfg(data_cfg, "labeled_list") and folder is None
+        if _cfg(data_cfg, "unlabeled_list"):
+            return read_list(_under(root, _cfg(data_cfg, "unlabeled_list")), "data.unlabeled_list")
+        if folder is not None and (folder / "unlabeled.txt").is_file():
+            return self._split_list(data_cfg, f"{_cfg(data_cfg, 'split')}/unlabeled.txt", "data.split")
+        if self.unlabeled_glob is not None and not from_default:
+            taken = {image_key(e.image) for e in labeled}
+            return [e for e in self.unlabeled_glob.entries(root, "data.unlabeled_list")
+                    if image_key(e.image) not in taken]
+        return []
+
+    def list_sets(self, data_cfg, failed: Callable[[str, SemisegError], None]) -> Dict[str, List[ListEntry]]:
+        """The labeled, unlabeled and val entries exactly as `build` resolves them (the carve-out included),
+        before any file is opened; their paths are relative to `resolve_root`. A list that cannot be read
+        (missing, empty, a bad line) goes to `failed(set name, error)` and counts as empty instead of
+        stopping: `semiseg data check` reports every problem (docs/datasets.md)."""
+
+        def tolerant(name: str, read: Callable[[], List[ListEntry]]) -> List[ListEntry]:
+            try:
+                return read()
+            except SemisegError as exc:
+                failed(name, exc)
+                return []
+
+        root = self.resolve_root(data_cfg)
+        folder = self._folder(data_cfg)
+        labeled = tolerant("labeled", lambda: self._labeled_entries(root, data_cfg, folder))
+        unlabeled = tolerant("unlabeled", lambda: self._unlabeled_entries(root, data_cfg, folder, labeled))
+        labeled, rest, _ = _carve(labeled, data_cfg) if labeled else (labeled, [], "")
+        val = tolerant("val", lambda: self._val_entries(root, data_cfg))
+        return {"labeled": labeled, "unlabeled": rest + unlabeled, "val": val}
+
     def build(self, data_cfg) -> DatasetSplits:
         root = self.resolve_root(data_cfg)
         folder = self._folder(data_cfg)
         labeled = self._labeled_entries(root, data_cfg, folder)
-        from_default = not _cfg(data_cfg, "labeled_list") and folder is None
-
-        if _cfg(data_cfg, "unlabeled_list"):
-            unlabeled = read_list(_under(root, _cfg(data_cfg, "unlabeled_list")), "data.unlabeled_list")
-        elif folder is not None and (folder / "unlabeled.txt").is_file():
-            unlabeled = read_list(folder / "unlabeled.txt", "data.split")
-        elif self.unlabeled_glob is not None and not from_default:
-            taken = {image_key(e.image) for e in labeled}
-            unlabeled = [e for e in self.unlabeled_glob.entries(root, "data.unlabeled_list")
-                         if image_key(e.image) not in taken]
-        else:
-            unlabeled = []
-
+        unlabeled = self._unlabeled_entries(root, data_cfg, folder, labeled)
         labeled, rest, carved = _carve(labeled, data_cfg)
         unlabeled = rest + unlabeled
         check_overlap(labeled, unlabeled)
@@ -367,14 +413,22 @@ ADE20K_CLASSES = tuple((
 CAMVID = ListPreset("camvid", CAMVID_CLASSES, CAMVID_PALETTE, eval_mode="original", crop_size=256,
                     default_root="../shared/data/camvid", label_lut=make_lut({11: IGNORE_INDEX}),
                     train_list="train.txt", val_list="val.txt")
-# PASCAL VOC 2012 (+SBD): masks are palette PNGs with 255 on object borders. Crop 321 (UniMatch classic/blended).
+# PASCAL VOC 2012 (+SBD): masks are palette PNGs with 255 on object borders (palette index = class id). The
+# lists name SegmentationClass/ for every train_aug image; one VOC's own SegmentationClass/ lacks (the SBD
+# images) is read from SegmentationClassAug/ (the usual SBD download: grey PNGs of class ids). Crop 321
+# (UniMatch classic/blended).
 PASCAL = ListPreset("pascal", VOC_CLASSES, voc_palette(21), eval_mode="original", crop_size=321,
-                    train_list=SPLITS + "train_aug.txt", val_list=SPLITS + "val.txt")
-# Cityscapes: masks are *_gtFine_labelTrainIds.png (19 classes, 255 ignore). Crop 801 and sliding-window
-# evaluation as UniMatch. With no list or split, the train list is generated from leftImg8bit/train.
+                    train_list=SPLITS + "train_aug.txt", val_list=SPLITS + "val.txt",
+                    mask_alternatives=(MaskAlternative("SegmentationClass/", "SegmentationClassAug/"),))
+# Cityscapes: the lists name *_gtFine_labelTrainIds.png (19 classes, 255 ignore: cityscapesScripts'
+# createTrainIdLabelImgs); where it was not run, the downloaded *_gtFine_labelIds.png is read and mapped
+# by CITYSCAPES_TRAIN_IDS. Crop 801 and sliding-window evaluation as UniMatch. With no list or split, the
+# train list is generated from leftImg8bit/train.
 CITYSCAPES = ListPreset("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, eval_mode="sliding_window",
                         crop_size=801, val_list=SPLITS + "val.txt",
-                        train_list=GlobList("leftImg8bit/train/*/*_leftImg8bit.png", _cityscapes_mask))
+                        train_list=GlobList("leftImg8bit/train/*/*_leftImg8bit.png", _cityscapes_mask),
+                        mask_alternatives=(MaskAlternative("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png",
+                                                           ignore_lut(CITYSCAPES_TRAIN_IDS)),))
 # COCO (81 classes): masks/<id>.png hold 0 = background, 1..80 (UniMatch's masks). The split folders hold
 # labeled lists only: the unlabeled images are train2017/*.jpg minus the labeled list. Crop 513 (UniMatch).
 COCO = ListPreset("coco", COCO_CLASSES, voc_palette(81), eval_mode="original", crop_size=513,
@@ -395,5 +449,108 @@ GTA5 = ListPreset("gta5", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, eval_mode="sli
                   label_lut=ignore_lut(CITYSCAPES_TRAIN_IDS), train_list=GlobList("images/*.png", _gta5_mask),
                   val_list=None)
 
-for _preset in (CAMVID, PASCAL, CITYSCAPES, COCO, ADE20K, GTA5):
+
+
+@dataclass(eq=False)
+class FolderPreset(ListPreset):
+    """A user's folder: images/ and masks/ matched by file stem (an image without a mask is unlabeled), the
+    val images from val/ or set apart, and the classes, palette and mask kind from its dataset card
+    (data/card.py; docs/datasets.md, "Your own folder of images"). Registered without classes: `resolve`
+    reads the card of data.root and returns the run's preset; the other methods resolve first when called
+    on the registered one. data.labeled_list / unlabeled_list / val_list replace the scanned sets."""
+
+    card: Optional[DatasetCard] = None
+    _scans: Dict[str, FolderScan] = field(default_factory=dict, repr=False)
+
+    def resolve(self, data_cfg, saved: Optional[dict] = None) -> "FolderPreset":
+        if self.card is not None:
+            return self
+        value = _cfg(data_cfg, "root")
+        card_path = Path(os.path.expanduser(str(value))) / CARD if value else None
+        if saved and saved.get("class_names") and not (card_path and card_path.is_file()):
+            # a checkpoint used away from its data (predict, export): the classes it was trained with
+            return replace(self, class_names=tuple(saved["class_names"]), palette=tuple(saved["palette"]))
+        card = read_card(self.resolve_root(data_cfg) / CARD)
+        return replace(self, class_names=card.classes, palette=card.palette, label_lut=card.label_lut, card=card,
+                       _scans={})
+
+    def _ready(self, data_cfg) -> "FolderPreset":
+        """This preset with its card (resolved from data_cfg when it has none: reading the data needs one)."""
+        return self if self.card is not None else self.resolve(data_cfg)
+
+    def build(self, data_cfg) -> DatasetSplits:
+        return super().build(data_cfg) if self.card is not None else self._ready(data_cfg).build(data_cfg)
+
+    def build_labeled(self, data_cfg) -> Tuple[Source, str]:
+        ready = self._ready(data_cfg)
+        return super().build_labeled(data_cfg) if ready is self else ready.build_labeled(data_cfg)
+
+    def build_val(self, data_cfg) -> Tuple[Source, str]:
+        ready = self._ready(data_cfg)
+        return super().build_val(data_cfg) if ready is self else ready.build_val(data_cfg)
+
+    def list_sets(self, data_cfg, failed):
+        ready = self._ready(data_cfg)
+        if ready is not self:
+            return ready.list_sets(data_cfg, failed)
+        try:  # a folder that cannot be paired (a mask without its image, ...) is one problem, not one per set
+            if not all(_cfg(data_cfg, key) for key in ("labeled_list", "unlabeled_list", "val_list")):
+                self._scan(self.resolve_root(data_cfg))
+        except SemisegError as exc:
+            failed("labeled", exc)
+            return {"labeled": [], "unlabeled": [], "val": []}
+        return super().list_sets(data_cfg, failed)
+
+    def build_unlabeled(self, data_cfg) -> Tuple[Source, str]:
+        ready = self._ready(data_cfg)
+        if ready is not self:
+            return ready.build_unlabeled(data_cfg)
+        if _cfg(data_cfg, "unlabeled_list"):
+            return super().build_unlabeled(data_cfg)
+        root = self.resolve_root(data_cfg)
+        scan = self._scan(root)
+        entries = [ListEntry(e.image, None, 0, e.list_file) for e in scan.labeled + scan.unlabeled]
+        return self._source(root, entries, False), _origin(entries)
+
+    def _scan(self, root: Path) -> FolderScan:
+        key = str(root)
+        if key not in self._scans:
+            self._scans[key] = scan_folder(root, self.card)
+        return self._scans[key]
+
+    def _folder(self, data_cfg) -> Optional[Path]:
+        if _cfg(data_cfg, "split") not in (None, ""):
+            raise SemisegError("data.split does not apply to the folder dataset: its labeled images are those "
+                               "with a mask in masks/; carve fewer with data.num_labeled, or name lists with "
+                               "data.labeled_list")
+        return None
+
+    def _labeled_entries(self, root: Path, data_cfg, folder: Optional[Path]) -> List[ListEntry]:
+        if _cfg(data_cfg, "labeled_list"):
+            return super()._labeled_entries(root, data_cfg, folder)
+        return self._scan(root).labeled
+
+    def _unlabeled_entries(self, root: Path, data_cfg, folder: Optional[Path],
+                           labeled: List[ListEntry]) -> List[ListEntry]:
+        if _cfg(data_cfg, "unlabeled_list"):
+            return super()._unlabeled_entries(root, data_cfg, folder, labeled)
+        taken = {image_key(e.image) for e in labeled}
+        return [e for e in self._scan(root).unlabeled if image_key(e.image) not in taken]
+
+    def _val_entries(self, root: Path, data_cfg) -> List[ListEntry]:
+        if _cfg(data_cfg, "val_list"):
+            return super()._val_entries(root, data_cfg)
+        return self._scan(root).val
+
+    def _source(self, root: Path, entries: List[ListEntry], labeled: bool) -> ListFileSource:
+        return ListFileSource(root, entries, self.num_classes, entries[0].list_file if entries else "",
+                              label_lut=self.label_lut, labeled=labeled, colours=self.card.colours,
+                              colours_from=str(self.card.path))
+
+
+# A user's own folder (images/, masks/, dataset.yaml): the classes come from the card. Crop 256 and evaluation
+# on whole images, as CamVid's CPU budget (configs/_base_/folder.yaml).
+FOLDER = FolderPreset("folder", (), (), eval_mode="original", crop_size=256)
+
+for _preset in (CAMVID, PASCAL, CITYSCAPES, COCO, ADE20K, GTA5, FOLDER):
     DATASETS.register(_preset.name)(_preset)

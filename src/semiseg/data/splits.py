@@ -1,4 +1,5 @@
-"""Carving a labeled subset out of a list: a seeded, deterministic partition.
+"""Carving a labeled subset out of a list: a seeded, deterministic partition; and checking a published
+split list against its SHA-256.
 
 The labeled subset is the first n items of one seeded permutation, so for a
 fixed seed smaller subsets are nested in larger ones (as in the standard
@@ -7,8 +8,10 @@ fixed seed smaller subsets are nested in larger ones (as in the standard
 
 from __future__ import annotations
 
+import hashlib
 import math
 from numbers import Integral, Real
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
@@ -49,3 +52,24 @@ def carve_labeled(entries: Sequence[T], num_labeled: Optional[int] = None, fract
     labeled = [entry for entry, keep in zip(entries, chosen) if keep]
     unlabeled = [entry for entry, keep in zip(entries, chosen) if not keep]
     return labeled, unlabeled
+
+
+def verify_published(path, name: str) -> None:
+    """Stop with one line when `path`, read as the published split list `name` (its path under
+    data.splits_dir, e.g. "pascal/92/labeled.txt"), does not hold the published bytes (split_checksums.py;
+    CRLF line ends count as LF). A list of another name (a split of one's own) is not checked, nor a
+    missing one (reading it says so)."""
+    from .listfile import DataFileError
+    from .split_checksums import PUBLISHED_SHA256
+
+    expected = PUBLISHED_SHA256.get(name)
+    path = Path(path)
+    if expected is None or not path.is_file():
+        return
+    actual = hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+    if actual != expected:
+        raise DataFileError(
+            f"split list {path} is not the published {name} (SHA-256 {actual[:16]}, published "
+            f"{expected[:16]}): copy it again from the published splits; an edited list needs a name of its "
+            "own (a split folder of another name, or data.labeled_list), or set data.verify_splits=false",
+            "list", path)

@@ -68,7 +68,7 @@ class LabeledDataset(Dataset):
         if sample.mask.shape != sample.image.shape[:2]:
             raise SemisegError(
                 f"sample {sample.name!r}: mask {sample.mask.shape} and image {sample.image.shape[:2]} differ in size;"
-                " run `semiseg data check`"
+                " run `semiseg data check CONFIG` (the run's config file) to list every such file"
             )
         view = self.weak(sample.image, sample.mask)
         return {"image": _normalised(view.image), "mask": view.mask, "index": index}

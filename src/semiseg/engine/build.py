@@ -17,10 +17,11 @@ from ..models import build_model
 from .batch_plan import BatchPlan
 
 
-def build_preset(cfg):
+def build_preset(cfg, saved=None):
     """data.dataset's preset, or for a cross-domain run (data.target.dataset) the source + target pair, whose
-    `build` gives source labeled, target unlabeled and target val images and whose eval defaults are the target's."""
-    return dataset_preset(cfg.data, catalog.DATASETS)
+    `build` gives source labeled, target unlabeled and target val images and whose eval defaults are the target's;
+    `saved`: a checkpoint's meta, the classes of a folder dataset whose card is not at hand (data/domains.py)."""
+    return dataset_preset(cfg.data, catalog.DATASETS, saved)
 
 
 def build_method(cfg, num_classes: int, load_weights: bool = True):

@@ -78,20 +78,23 @@ def _resize_size(h: int, w: int, multiple: Optional[int], resize_to) -> tuple[in
 
 
 def _sliding_window(forward, image, num_classes, crop_size, window_batch, stride_ratio):
-    _, _, h, w = image.shape
+    """N same-size images at once: each forward takes max(1, window_batch // N) window positions of every image
+    (one image: window_batch windows), and each image's windows are summed in the same order for any N."""
+    n, _, h, w = image.shape
     s = crop_size
     stride = max(1, int(s * stride_ratio))
     ph, pw = max(h, s), max(w, s)
     if (ph, pw) != (h, w):  # pad bottom/right with 0 (normalised space), crop back afterwards (docs/datasets.md)
         image = F.pad(image, (0, pw - w, 0, ph - h), value=0.0)
     boxes = [(r, c) for r in window_starts(ph, s, stride) for c in window_starts(pw, s, stride)]
-    acc = torch.zeros(1, num_classes, ph, pw, dtype=torch.float32, device=image.device)
-    for i in range(0, len(boxes), window_batch):
-        chunk = boxes[i : i + window_batch]
+    acc = torch.zeros(n, num_classes, ph, pw, dtype=torch.float32, device=image.device)
+    per_forward = max(1, window_batch // n)
+    for i in range(0, len(boxes), per_forward):
+        chunk = boxes[i : i + per_forward]
         batch = torch.cat([image[:, :, r : r + s, c : c + s] for r, c in chunk], dim=0)
         probs = _run(forward, batch, num_classes).float().softmax(dim=1)
         for k, (r, c) in enumerate(chunk):
-            acc[0, :, r : r + s, c : c + s] += probs[k]
+            acc[:, :, r : r + s, c : c + s] += probs[k * n : (k + 1) * n]
     return acc[:, :, :h, :w]
 
 
@@ -106,13 +109,14 @@ def predict_logits(
     window_batch: int = 8,
     stride_ratio: float = 2 / 3,
 ) -> tuple[torch.Tensor, Region]:
-    """Scores (1, C, h', w') for one normalised (1, 3, H, W) image and the GT `Region` they cover.
+    """Scores (N, C, h', w') for normalised (N, 3, H, W) images of one size (evaluation: N = 1) and the GT
+    `Region` they cover; each image's scores are those it gets alone (`semiseg predict` batches images).
 
     `sliding_window` returns the per-window softmax probabilities summed in fp32 (only
     their argmax is meaningful); the other modes return the model's logits.
     """
-    if image.dim() != 4 or image.shape[0] != 1:
-        raise SemisegError(f"predict_logits expects one image (1, 3, H, W), got {tuple(image.shape)}")
+    if image.dim() != 4 or image.shape[0] < 1:
+        raise SemisegError(f"predict_logits expects images (N, 3, H, W), got {tuple(image.shape)}")
     _, _, h, w = image.shape
     full = Region(0, 0, h, w)
     if mode in ("center_crop", "sliding_window") and (not crop_size or crop_size < 1):
