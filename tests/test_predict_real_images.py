@@ -3,6 +3,7 @@ images larger than the crop through the sliding window of `semiseg eval`, batche
 confidence PNG, and EXIF-rotated photos predicted upright."""
 
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -189,3 +190,36 @@ def test_batch_size_below_one_stops_before_loading(tmp_path, capsys):
                            "--batch-size", 0)
     assert_one_line_error(code, err, "--batch-size must be >= 1", "got 0")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_evaluated_in_resize_mode_resizes_the_images_up_to_the_crop(tmp_path, capsys):
+    from conftest import REPO
+    from test_export import TINY
+
+    with single_thread():
+        assert main(["train", str(REPO / "configs/synthetic/supervised.yaml"), f"output_dir={tmp_path / 'run'}",
+                     *TINY, "eval.mode=resize", "eval.resize_multiple=8"]) == 0
+    capsys.readouterr()
+    small, large = image(tmp_path / "in" / "small.png", (20, 27)), image(tmp_path / "in" / "large.png", (70, 40))
+    code, stdout, err = predict(capsys, tmp_path / "run" / "latest.pt", small, large, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "(1 resized to multiples of 8, 1 larger than the 32 px crop with sliding 32 x 32 windows;" in stdout
+    _, _, method, _ = inference.load_for_inference(tmp_path / "run" / "latest.pt", device=torch.device("cpu"))
+    with torch.inference_mode():
+        x = normalize(to_tensor(np.array(Image.open(small)))).unsqueeze(0)
+        scores, _ = predict_logits(method.predictor(), x, CLASSES, "resize", resize_multiple=8)
+    assert np.array_equal(read(tmp_path / "out" / "small.png.pred.png"), scores.argmax(1)[0].numpy())
+
+
+def test_a_progress_bar_on_a_terminal_unless_no_progress(tiny, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    image(tmp_path / "a.png")
+    for extra in ((), ("--no-progress",)):
+        monkeypatch.setattr("sys.stderr", Terminal())
+        with single_thread():
+            assert main(["predict", str(tiny), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), *extra]) == 0
+        shown = "predict: 100%" in sys.stderr.getvalue()
+        assert shown == (not extra), extra

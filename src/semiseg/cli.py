@@ -77,12 +77,7 @@ def _cmd_predict(args) -> int:
     result = predict_files(args.checkpoint, args.inputs, args.out, args.mode, args.network, args.variance,
                            confidence=args.confidence, recursive=args.recursive, batch_size=args.batch_size,
                            progress=not args.no_progress)
-    if args.mode:
-        how = f"mode {args.mode}"
-    else:  # docs/deployment.md: Predicting images
-        large = result.modes.get("sliding_window", 0)
-        how = (f"{len(result.written) - large} at their own size, {large} larger than the {result.crop_size} px "
-               f"crop with sliding {result.crop_size} x {result.crop_size} windows")
+    how = f"mode {args.mode}" if args.mode else result.summary()  # docs/deployment.md: Predicting images
     files = ["NAME.EXT.pred.png palette PNG", "NAME.EXT.overlay.jpg"]
     files += ["NAME.EXT.confidence.png"] if args.confidence else []
     files += ["NAME.EXT.variance.png"] if args.variance else []

@@ -127,15 +127,15 @@ def _collect(inputs, recursive: bool = False) -> list[Path]:
 
 def plan_outputs(inputs, out_dir, suffixes=(PRED_SUFFIX, OVERLAY_SUFFIX), recursive: bool = False
                  ) -> list[tuple[Path, ...]]:
-    """(input, palette PNG, overlay[, variance PNG]) per image (one output per suffix), computed before anything
-    is written.
+    """(input, palette PNG, overlay[, confidence PNG][, variance PNG]) per image (one output per suffix), computed
+    before anything is written; `recursive`: folders are read all levels deep.
 
     An image `name.ext` gives `<out>/name.ext.pred.png` and `<out>/name.ext.overlay.jpg`. When two images
     of different arguments share a file name (`x/a.png`, `y/a.png`), every output mirrors its image's path
     relative to the arguments' common folder (`<out>/x/a.png.pred.png`, `<out>/y/a.png.pred.png`). An
-    image named twice (or through a link, or by a folder and a pattern) is segmented once. Stops with one line if two outputs would be
-    the same file or an output would replace an input; an earlier prediction that is not an input is
-    overwritten."""
+    image named twice (or through a link, or by a folder and a pattern) is segmented once. Stops with one line
+    if two outputs would be the same file or an output would replace an input; an earlier prediction that is
+    not an input is overwritten."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SemisegError(f"--out {out} is an existing file, not a folder: give a folder for the predictions")
@@ -208,28 +208,31 @@ class Segmenter:
     """A trained checkpoint as a function (docs/deployment.md: Python API): `predict(image)` gives the H x W
     class indices (int64) at the image's size, `predict_proba(image)` the C x H x W class probabilities, with
     the network `predict` uses (or `network`) and the eval `mode` (original, resize or sliding_window; None:
-    original, and sliding_window for an image larger than the crop in either side), as `semiseg predict`
-    computes them. `Segmenter(path)(rgb)` maps an RGB uint8 H x W x 3 array to uint8 ids."""
+    `mode_for` each image's size), as `semiseg predict` computes them. `Segmenter(path)(rgb)` maps an RGB uint8
+    H x W x 3 array to uint8 ids."""
 
     def __init__(self, checkpoint, network=None, mode: str | None = None, device=None):
         if mode is not None and mode not in PREDICT_MODES:
             raise SemisegError(f"unknown mode '{mode}' for predicting; choose one of {', '.join(PREDICT_MODES)} "
-                               "(or None: original, sliding_window for an image larger than the crop)")
+                               "(or None: sliding_window for an image larger than the crop, else original)")
         if isinstance(device, str):
             device = pick_device(device)
         self.cfg, self.preset, self.method, self.device = load_for_inference(checkpoint, device=device)
         self.forward = self.method.predictor(network)
         self.mode = mode
         self.crop_size = self.cfg.eval.crop_size or crop_size(self.cfg, self.preset)  # the sliding window's side
+        # a checkpoint evaluated in resize mode (DPT: sides multiples of 14) is resized up to the crop size
+        self.whole_mode = "resize" if (self.cfg.eval.mode or self.preset.eval_mode) == "resize" else "original"
         self.class_names, self.palette = list(self.preset.class_names), self.preset.palette
         self.num_classes = self.preset.num_classes
 
     def mode_for(self, height: int, width: int) -> str:
-        """The eval mode an image of this size is predicted with: `mode`, or without one `original` up to the
-        crop and `sliding_window` (windows of the crop) for an image larger than it in either side."""
+        """The eval mode an image of this size is predicted with: `mode`, or without one `sliding_window`
+        (windows of the crop) for an image larger than the crop in either side, and up to the crop `original`
+        (`resize` for a checkpoint whose eval mode is resize) (docs/deployment.md: Predicting images)."""
         if self.mode is not None:
             return self.mode
-        return "sliding_window" if height > self.crop_size or width > self.crop_size else "original"
+        return "sliding_window" if height > self.crop_size or width > self.crop_size else self.whole_mode
 
     @torch.inference_mode()
     def batch_scores(self, images) -> tuple[torch.Tensor, str]:
@@ -303,6 +306,14 @@ class Predictions:
     written: list[Path]
     modes: dict[str, int] = field(default_factory=dict)
     crop_size: int = 0
+    resize_multiple: int | None = None
+
+    def summary(self) -> str:
+        """How many images each mode segmented, in words."""
+        words = {"original": "at their own size", "resize": f"resized to multiples of {self.resize_multiple}",
+                 "sliding_window": f"larger than the {self.crop_size} px crop with sliding {self.crop_size} x "
+                                   f"{self.crop_size} windows"}
+        return ", ".join(f"{count} {words[mode]}" for mode, count in sorted(self.modes.items()))
 
 
 PENDING_BATCHES = 4  # images read but not yet segmented: at most this many batches (memory stays bounded)
@@ -325,7 +336,8 @@ def predict_files(path, inputs, out_dir, mode: str | None = None, network=None, 
     segment = Segmenter(path, network, mode)
     if variance:
         segment.variance_network(network)  # before anything is written
-    result = Predictions([row[1] for row in plan], crop_size=segment.crop_size)
+    result = Predictions([row[1] for row in plan], crop_size=segment.crop_size,
+                         resize_multiple=segment.cfg.eval.resize_multiple)
 
     def write(row, rgb, labels, probabilities):
         outputs = dict(zip(suffixes, row[1:]))
