@@ -317,6 +317,9 @@ ROWS = [
         "or null)", train("eval.mode=on")),
     Row("config", "amp_unknown", "Unknown mixed-precision mode",
         "error: invalid value for 'train.amp': 'fp8' (allowed: off, bf16, fp16)", train("train.amp=fp8")),
+    Row("config", "warmup_too_long", "Warm-up as long as the run",
+        "error: train.warmup_iters (1) must be below train.total_iters (1): the warm-up ends on the poly rate of "
+        "its last step", train("train.warmup_iters=1")),
     Row("config", "amp_fp16_on_cpu", "fp16 autocast without a GPU",
         "error: train.amp=fp16 needs a CUDA GPU; use train.amp=bf16 on CPU (or off)",
         train("train.amp=fp16", "device=cpu")),

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from semiseg.config import TrainConfig
-from semiseg.engine.schedule import remember_base_lr
+from semiseg.engine.schedule import remember_base_lr, set_lr
 from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodParams
 
@@ -71,3 +71,29 @@ def test_poly_and_constant_schedules_start_from_each_groups_initial_lr():
     assert set_lr(adam, 7, 10, 0.9, "constant") == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="schedule"):
         set_lr(opt, 0, 10, 0.9, "cosine")
+
+
+def test_warmup_ramps_linearly_into_the_poly_rate_without_a_jump():
+    from semiseg.engine.schedule import poly_lr, warmup_poly_lr
+
+    base, total, warm = 0.01, 100, 10
+    rates = [warmup_poly_lr(base, t, total, 0.9, warm) for t in range(total)]
+    target = poly_lr(base, warm, total, 0.9)
+    assert rates[0] == pytest.approx(target / warm) and rates[warm - 1] == pytest.approx(target)
+    assert rates[warm] == pytest.approx(target)  # continuous where the release jumps from lr_0 to poly(W)
+    assert all(b > a for a, b in zip(rates[:warm - 1], rates[1:warm]))  # rising during the warm-up
+    assert rates[warm:] == [poly_lr(base, t, total, 0.9) for t in range(warm, total)]
+    assert [warmup_poly_lr(base, t, total, 0.9, 0) for t in range(total)] == \
+        [poly_lr(base, t, total, 0.9) for t in range(total)]  # no warm-up: plain poly
+
+
+def test_warmup_leaves_constant_updates_alone_and_must_end_before_the_run():
+    import torch
+
+    from semiseg.config import load_config
+    from semiseg.errors import SemisegError
+
+    adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    assert set_lr(adam, 0, 10, 0.9, "constant", warmup=5) == pytest.approx(1e-4)
+    with pytest.raises(SemisegError, match="train.warmup_iters"):
+        load_config(None, ["train.total_iters=10", "train.warmup_iters=10", "method.name=supervised"])

@@ -128,6 +128,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # optimiser weight decay (see wd_norm_bias)
     wd_norm_bias: bool = True  # False: no weight decay on biases and norm weights (CPS family: docs/methods/cps.md)
     poly_power: float = 0.9  # poly schedule: lr_t = lr * (1 - t/T)^poly_power
+    warmup_iters: int = 0  # poly updates ramp linearly to the poly value of step W over the first W steps
     eval_every: int = 0  # iterations between evaluations (0: only at the end)
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
     log_every: int = 10  # iterations between training logs (metrics.jsonl, TensorBoard)
@@ -273,6 +274,9 @@ def load_config(path: Optional[str | Path], overrides: Sequence[str] = ()) -> Di
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise SemisegError(f"missing required value '{key}' (set it in the config or as {key}=N)")
+    if cfg.train.warmup_iters >= cfg.train.total_iters:
+        raise SemisegError(f"train.warmup_iters ({cfg.train.warmup_iters}) must be below train.total_iters "
+                           f"({cfg.train.total_iters}): the warm-up ends on the poly rate of its last step")
     method = cfg.method
     if not isinstance(method, DictConfig) or not isinstance(method.get("name"), str):
         raise SemisegError("config key 'method.name' must name a method (see `semiseg list`)")

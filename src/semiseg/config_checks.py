@@ -114,6 +114,7 @@ RULES: List[Tuple[str, Tuple[Check, str]]] = [
     ("train.momentum", real_at_least(0)),
     ("train.weight_decay", real_at_least(0)),
     ("train.poly_power", real_at_least(0)),
+    ("train.warmup_iters", int_at_least(0)),
     ("train.eval_every", int_at_least(0)),
     ("train.checkpoint_every", int_at_least(0)),
     ("train.log_every", int_at_least(0)),

@@ -370,7 +370,7 @@ class Trainer:
         """Every update's learning rates for this step; the logged value of each (its first group)."""
         t, lrs = self.cfg.train, {}
         for update in self.updates:
-            lr = set_lr(update.optimizer, self.step, t.total_iters, t.poly_power, update.schedule)
+            lr = set_lr(update.optimizer, self.step, t.total_iters, t.poly_power, update.schedule, t.warmup_iters)
             lrs["lr" if update is self.updates[0] else f"lr_{update.name}"] = lr
         return lrs
 
