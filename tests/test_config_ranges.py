@@ -81,7 +81,7 @@ def test_message_reads_as_documented():
     assert str(info.value) == "invalid value for 'train.momentum': -0.5 (allowed: >= 0)"
     with pytest.raises(SemisegError) as info:
         load_config(None, REQUIRED + ["train.amp=fp32"])
-    assert str(info.value) == "invalid value for 'train.amp': 'fp32' (allowed: off, bf16, fp16)"
+    assert str(info.value) == "invalid value for 'train.amp': 'fp32' (allowed: off, bf16, fp16, auto)"
     with pytest.raises(SemisegError, match=r"'train.lr': inf \(allowed: a finite number, > 0\)"):
         load_config(None, REQUIRED + ["train.lr=.inf"])
 

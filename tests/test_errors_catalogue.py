@@ -316,7 +316,7 @@ ROWS = [
         "error: invalid value for 'eval.mode': 'on' (allowed: original, center_crop, resize, sliding_window, "
         "or null)", train("eval.mode=on")),
     Row("config", "amp_unknown", "Unknown mixed-precision mode",
-        "error: invalid value for 'train.amp': 'fp8' (allowed: off, bf16, fp16)", train("train.amp=fp8")),
+        "error: invalid value for 'train.amp': 'fp8' (allowed: off, bf16, fp16, auto)", train("train.amp=fp8")),
     Row("config", "warmup_too_long", "Warm-up as long as the run",
         "error: train.warmup_iters (1) must be below train.total_iters (1): the warm-up ends on the poly rate of "
         "its last step", train("train.warmup_iters=1")),

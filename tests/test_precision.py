@@ -100,3 +100,38 @@ def test_amp_values_are_checked():
         Precision("fp16", torch.device("cpu"))
     with pytest.raises(SemisegError, match="invalid value for 'train.amp': 'fp8'"):
         Precision("fp8", torch.device("cpu"))
+
+
+def test_auto_resolves_from_the_hardware(tmp_path):
+    from semiseg.engine.precision import cpu_flags, resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu, flags={"avx512f", "avx512_bf16"})[0] == "bf16"
+    assert resolve_amp("auto", cpu, flags={"amx_bf16"})[0] == "bf16"
+    mode, reason = resolve_amp("auto", cpu, flags={"avx2", "avx512f"})  # AVX-512 alone: bf16 would be emulated
+    assert mode == "off" and "no native bf16" in reason
+    assert resolve_amp("bf16", cpu, flags=set()) == ("bf16", "train.amp=bf16")  # explicit modes stay as given
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512_bf16 avx2\n\nprocessor\t: 1\n")
+    assert cpu_flags(str(info)) == {"fpu", "sse", "avx512_bf16", "avx2"}
+    assert cpu_flags(str(tmp_path / "missing")) == set()
+    precision = Precision("auto", cpu)
+    assert precision.mode == ("bf16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "off")
+    assert precision.dtype == (torch.bfloat16 if precision.mode == "bf16" else None)
+
+
+def test_auto_is_printed_and_recorded(tmp_path, capsys, monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("semiseg.engine.precision.cpu_flags", lambda *a: {"avx512_bf16"})
+    out = tmp_path / "run"
+    with single_thread():
+        code = main(["train", *TINY_RUN, "train.total_batch_size=4", "train.total_iters=1", "train.amp=auto",
+                     f"output_dir={out}"])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert "precision: bf16 (train.amp=auto: the CPU has avx512_bf16)" in printed
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["amp"] == "bf16" and "avx512_bf16" in info["amp_reason"]
+    assert "amp: auto" in (out / "config.yaml").read_text()  # the config keeps the choice, the record the result

@@ -28,7 +28,7 @@ PATH_KEYS = ("output_dir", "data.root", "data.splits_dir", "data.labeled_list", 
              "data.val_list", "data.target.root", "data.target.unlabeled_list", "data.target.val_list",
              "model.pretrained")
 EVAL_MODES = ("original", "center_crop", "resize", "sliding_window")
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = ("off", "bf16", "fp16", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 WEAK_PIPELINES = ("unimatch", "cps", "u2pl")
 SYNTHETIC_STYLES = ("a", "b")

@@ -10,6 +10,9 @@ pre-/post-hook pair and not one `with torch.autocast()` in the engine: the engin
 contrastive loss) to half precision; the hooks put the context exactly around the network calls,
 wherever in the step they happen. fp16 needs a GradScaler (its gradients underflow); bf16 does not.
 The hooks survive `copy.deepcopy` (a teacher copied from a student later keeps them).
+
+`auto` picks bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with the
+AVX-512 BF16 or AMX-BF16 instructions) and fp32 elsewhere (docs/distributed.md: Mixed precision).
 """
 
 from __future__ import annotations
@@ -21,7 +24,36 @@ import torch
 
 from ..errors import SemisegError
 
-AMP_MODES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_MODES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags of the CPU (Linux); empty where /proc/cpuinfo does not exist."""
+    try:
+        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def resolve_amp(amp: str, device: torch.device, flags: set[str] | None = None) -> tuple[str, str]:
+    """(mode, reason): `auto` becomes bf16 on hardware with native bf16 arithmetic, else off."""
+    if amp != "auto":
+        return amp, f"train.amp={amp}"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "train.amp=auto: the GPU computes bf16"
+        return "off", "train.amp=auto: the GPU has no bf16, fp32 (set fp16 to use its half precision)"
+    if device.type == "cpu":
+        have = sorted(set(NATIVE_BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+        if have:
+            return "bf16", f"train.amp=auto: the CPU has {'/'.join(have)}"
+        return "off", "train.amp=auto: the CPU has no native bf16 instructions, fp32"
+    return "off", f"train.amp=auto: fp32 on {device.type}"
 
 
 class _Nesting(threading.local):
@@ -70,7 +102,8 @@ def _cuda_grad_scaler():
 class Precision:
     def __init__(self, amp: str, device: torch.device):
         if amp not in AMP_MODES:
-            raise SemisegError(f"invalid value for 'train.amp': '{amp}' (use off, bf16 or fp16)")
+            raise SemisegError(f"invalid value for 'train.amp': '{amp}' (use off, bf16, fp16 or auto)")
+        amp, self.reason = resolve_amp(amp, device)
         if amp == "fp16" and device.type != "cuda":
             raise SemisegError("train.amp=fp16 needs a CUDA GPU; use train.amp=bf16 on CPU (or off)")
         self.mode = amp

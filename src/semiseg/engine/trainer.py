@@ -183,7 +183,8 @@ class Trainer:
                                       "num_labeled": len(self.splits.labeled),
                                       "num_unlabeled": len(self.splits.unlabeled or ()),
                                       "accumulation_steps": self.plan.accumulation_steps,
-                                      "micro_batch_size": self.plan.labeled_per_pass})
+                                      "micro_batch_size": self.plan.labeled_per_pass,
+                                      "amp": self.precision.mode, "amp_reason": self.precision.reason})
                 self.logger = RunLogger(self.output_dir, purge_step=self.step + 1 if self.resumed else None)
             except SemisegError as exc:
                 problem = str(exc)
@@ -384,6 +385,8 @@ class Trainer:
         # the first batch before the first write: the loaders' own checks (and the first images) pass first
         first = next(batches, None)
         self._open_run()
+        if t.amp == "auto":
+            self._print(f"precision: {self.precision.mode} ({self.precision.reason})")
         batches = itertools.chain([first] if first is not None else [], batches)
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    desc=f"{cfg.method.name}", leave=True)
