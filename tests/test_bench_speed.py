@@ -139,3 +139,43 @@ def test_worktree_run_against_head(tmp_path):
     tree = Path(other["runs"][0]["semiseg"]).parents[1]  # removed with its temporary folder
     listed = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
     assert str(tree) not in listed and not tree.parent.exists()
+
+
+def test_networks_are_the_segmentation_nets_and_other_held_modules_with_parameters():
+    """A discriminator held by the method (directly or in a ModuleList) counts as a network; a parameterless
+    module (a queue of buffers) and the layers inside a network do not count separately."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("speed_worker_under_test", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+
+    class Segmenter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+
+        def backbone_parameters(self):
+            return self.conv.parameters()
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class Queue(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("storage", torch.zeros(4))
+
+    class Method(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Segmenter()
+            self.discriminators = torch.nn.ModuleList([torch.nn.Conv2d(2, 1, 1), torch.nn.Conv2d(2, 1, 1)])
+            self.critic = torch.nn.Linear(2, 1)
+            self.queues = Queue()
+
+    names, undo = worker.instrument(torch, Method(), worker.Clock())
+    undo()
+    assert sorted(names) == ["critic", "discriminators.0", "discriminators.1", "model"]

@@ -170,3 +170,25 @@ def test_class_loss_bf16_and_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = class_contrastive_loss(anchors, positives, negatives, valid, valid)
     assert torch.allclose(under_autocast, reference, rtol=1e-6)
+
+
+def test_rows_of_the_sampled_classes_only_give_the_same_loss():
+    """U2PL passes only the sampled classes' rows with num_valid = Σ v_c over all classes."""
+    anchors, positives, negatives = class_inputs(seed=4)
+    valid = torch.tensor([True, True, True, False])
+    sampled = torch.tensor([True, False, True, False])  # class 1 valid but unsampled: counts, adds 0
+    full = class_contrastive_loss(anchors, positives, negatives, valid, sampled, temperature=0.3)
+    rows = torch.tensor([0, 2])
+    every = torch.ones(2, dtype=torch.bool)
+    subset = class_contrastive_loss(anchors[rows], positives[rows], negatives[rows], every, every,
+                                    temperature=0.3, num_valid=valid.sum())
+    assert subset.item() == pytest.approx(full.item(), rel=1e-6)
+    expected = sum(numpy_info_nce(anchors[c].numpy(), positives[c].numpy(), negatives[c].numpy(), 0.3)
+                   for c in (0, 2)) / 3
+    assert subset.item() == pytest.approx(expected, rel=1e-5)
+    none = torch.zeros(0, dtype=torch.long)
+    grad_anchors = anchors.clone().requires_grad_(True)
+    empty = class_contrastive_loss(grad_anchors[none], positives[none], negatives[none], every[:0], every[:0],
+                                   num_valid=valid.sum())
+    empty.backward()  # no class sampled: a zero that still backpropagates
+    assert empty.item() == 0.0 and torch.equal(grad_anchors.grad, torch.zeros_like(anchors))

@@ -181,3 +181,15 @@ def test_queues_equal_on_both_ranks_and_to_one_process(tmp_path):
     saved = torch.load(tmp_path / "one" / "run" / "latest.pt", weights_only=True)["method"]
     last = torch.load(tmp_path / "one" / "queues_rank0_step3.pt")
     assert torch.equal(saved["queues.storage"], last["storage"])  # the checkpoint holds the queues
+
+
+def test_a_step_without_anchors_gives_a_zero_contrastive_loss_that_backpropagates():
+    """δ_p = 1: no pixel is an anchor, so no class draws negatives (the speed benchmark's random networks
+    meet this on their first steps)."""
+    method = make("u2pl")
+    method.params.delta_p = 1.0
+    method.train()
+    loss, logs = method.training_step(fake_batch(method), CTX_SEMI)
+    assert float(logs["loss_c"]) == 0.0 and torch.isfinite(loss)
+    loss.backward()
+    assert method.model.decoder.classifier.weight.grad is not None

@@ -40,7 +40,8 @@ SCHEMA = "semiseg.bench.speed/1"
 REPO = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).resolve().with_name("speed_worker.py")
 SETTINGS = ("pascal", "camvid")
-PRECISIONS = {"fp32": ["train.amp=off", "train.channels_last=false"],
+# `'off'` quoted: older trees read overrides as YAML 1.1, where a bare off is the boolean false
+PRECISIONS = {"fp32": ["train.amp='off'", "train.channels_last=false"],
               "bf16": ["train.amp=bf16", "train.channels_last=false"],
               "bf16_cl": ["train.amp=bf16", "train.channels_last=true"]}
 OS8_METHODS = ("u2pl", "csl")  # their published networks run at output stride 8

@@ -12,7 +12,9 @@ The timing is by instrumentation, not by a sampling profiler:
 - step: wall time of each `Trainer._train_step` call (the batch is already loaded; the wait for it, the
   learning-rate update and the logging between two steps are reported apart as `between`);
 - forward: inside a step, the time spent in calls of the method's networks (every submodule of the method
-  with `backbone_parameters`: students, EMA teachers and their inner nets, second branches), from a forward
+  with `backbone_parameters`: students, EMA teachers and their inner nets, second branches; and every other
+  module with parameters that the method holds directly or in a child ModuleList / ModuleDict, such as a
+  discriminator), from a forward
   pre-hook registered first to a forward hook registered last, so the autocast hooks of `train.amp` count
   as network time; a network called inside another counts once;
 - backward: inside a step, calls of `torch.Tensor.backward`, `torch.autograd.backward` and
@@ -133,8 +135,20 @@ def instrument(torch, method, clock: Clock) -> tuple[list[str], callable]:
     def post(module, args, output):
         clock.leave()
 
+    containers = {name for name, child in method.named_children()
+                  if isinstance(child, (torch.nn.ModuleList, torch.nn.ModuleDict))}
+
+    def is_network(name, module):
+        """A segmentation network (it has `backbone_parameters`), or any other network the method holds
+        directly or in a child ModuleList / ModuleDict (a discriminator): a module with parameters there."""
+        if hasattr(module, "backbone_parameters"):
+            return True
+        parent, _, _ = name.rpartition(".")
+        held = parent == "" or (parent in containers and "." not in parent)
+        return held and name not in containers and next(module.parameters(), None) is not None
+
     for name, module in method.named_modules():
-        if module is not method and hasattr(module, "backbone_parameters"):
+        if module is not method and is_network(name, module):
             names.append(name)
             handles.append(module.register_forward_pre_hook(pre, prepend=True))
             handles.append(module.register_forward_hook(post, always_call=True))

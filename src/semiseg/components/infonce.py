@@ -70,7 +70,7 @@ def info_nce(anchors: torch.Tensor, positive: torch.Tensor, negatives: torch.Ten
 
 def class_contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                            valid_classes: torch.Tensor, sampled_classes: torch.Tensor,
-                           temperature: float = 0.5) -> torch.Tensor:
+                           temperature: float = 0.5, num_valid: torch.Tensor | None = None) -> torch.Tensor:
     """U2PL's per-class average (docs/methods/u2pl.md, contrastive loss step 4):
 
         L_c = Σ_c s_c·ℓ_c / Σ_c v_c,  and L_c = 0 when Σ_c v_c ≤ 1
@@ -85,6 +85,8 @@ def class_contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor, negat
     ℓ_c is `info_nce` of row c. A valid class that is not sampled adds 0 but counts in Σ v_c.
     The rows of unsampled classes may hold anything (zeros, NaN): they are replaced by zeros before
     use, so they give neither NaN values nor NaN gradients.
+    - num_valid (0-d, optional): Σ v_c over all classes, for rows that are a subset of the classes
+      (the sampled ones only, K ≤ C, as U2PL passes them); default valid_classes.sum().
 
     Always returns a 0-d fp32 tensor computed through the anchors, with no host synchronisation.
     When Σ v_c ≤ 1 (or no class is sampled) it is a zero that, if the anchors require grad, still
@@ -102,6 +104,6 @@ def class_contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor, negat
     negatives = torch.where(sampled[:, None, None, None], negatives, torch.zeros_like(negatives))
     per_class = per_anchor_info_nce(anchors, positives.unsqueeze(1), negatives, temperature).mean(dim=-1)
     summed = torch.where(sampled, per_class, torch.zeros_like(per_class)).sum()
-    num_valid = valid.sum()
+    num_valid = valid.sum() if num_valid is None else num_valid
     averaged = summed / num_valid.clamp_min(1).to(summed.dtype)
     return torch.where(num_valid > 1, averaged, torch.zeros_like(averaged))
