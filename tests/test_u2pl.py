@@ -193,3 +193,5 @@ def test_a_step_without_anchors_gives_a_zero_contrastive_loss_that_backpropagate
     assert float(logs["loss_c"]) == 0.0 and torch.isfinite(loss)
     loss.backward()
     assert method.model.decoder.classifier.weight.grad is not None
+    rep_head = [p for n, p in method.model.named_parameters() if n.startswith("heads.representation")]
+    assert rep_head and all(p.grad is not None for p in rep_head)  # zeros, not None: DDP needs every gradient
