@@ -144,7 +144,7 @@ def instrument(torch, method, clock: Clock) -> tuple[list[str], callable]:
         if hasattr(module, "backbone_parameters"):
             return True
         parent, _, _ = name.rpartition(".")
-        held = parent == "" or (parent in containers and "." not in parent)
+        held = parent == "" or parent in containers  # containers are direct children: no dots
         return held and name not in containers and next(module.parameters(), None) is not None
 
     for name, module in method.named_modules():
