@@ -325,7 +325,7 @@ def test_weights_are_one_inside_and_gaussian_outside():
     valid = three_masks(10, 11, seed=7)
     out = csl_weights(probs, valid, alpha=3.0)
     assert out.weights.dtype == torch.float32 and out.reliable.dtype == torch.bool
-    assert out.cluster.dtype == torch.int64 and out.reliable_cluster.dtype == torch.int64
+    assert out.cluster.dtype == torch.int8 and out.reliable_cluster.dtype == torch.int64
     assert out.means.shape == (3, 2, 2) and out.variances.shape == (3, 2, 2) and out.mask_ratio.dim() == 0
     assert ((out.weights >= 0) & (out.weights <= 1)).all()
     assert (out.weights[~valid] == 0).all() and (out.cluster[~valid] == -1).all()

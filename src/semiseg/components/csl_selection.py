@@ -32,7 +32,7 @@ class CSLSelection(NamedTuple):
 
     - weights (B, H, W) fp32 in [0, 1]: the soft weight w; 0 on invalid pixels.
     - reliable (B, H, W) bool: w == 1 on a valid pixel (TMP's reliable mask, the mask ratio's numerator).
-    - cluster (B, H, W) int64: the spectral cluster 0/1 of each valid pixel, −1 on invalid ones.
+    - cluster (B, H, W) int8: the spectral cluster 0/1 of each valid pixel, −1 on invalid ones.
     - confidence (B, H, W) fp32: MC = max_c P_c; 0 on invalid pixels.
     - dispersion (B, H, W) fp32: s = g_alpha·g·RV; 0 on invalid pixels.
     - means (B, 2, 2) fp32: μ_k per image, indexed [cluster k, (MC, s)].
@@ -250,6 +250,39 @@ def _reliable_cluster(means: torch.Tensor, occupied: torch.Tensor, select: str, 
     return (score[:, 1] > score[:, 0]).long()
 
 
+def _soft_weights(confidence: torch.Tensor, dispersion: torch.Tensor, valid: torch.Tensor, centre: torch.Tensor,
+                  scale: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 7 and 8's numerator on (B, N) fp32 MC, s and 0/1 `valid`, with the reliable cluster's μ_r (`centre`)
+    and √(σ²_r + ε) (`scale`), each (B, 2) fp32: the weights w (B, N) fp32 and reliable = (w = 1) (B, N) bool.
+
+    cz = (MC − μ_r[MC]) / √(σ²_r[MC] + ε) and rz = (μ_r[s] − s) / √(σ²_r[s] + ε). A pixel is inside the boundary
+    when cz > 0 or rz > 0, i.e. max(cz, rz) > 0: there the exponent is zeroed, so w = exp(0) = 1 exactly;
+    outside, w = exp(−cz²/α)·exp(−rz²/α) = exp(−(cz² + rz²)/α), which underflows to 0 far out, never to NaN;
+    w = 0 on invalid pixels. Products with 0/1 masks instead of selections (masked fills branch per pixel,
+    slow on the CPU). Runs block by block over the pixels of all images (`_pixel_block`), so the dozen
+    element-wise steps read and write the core's cache rather than memory.
+    """
+    batch, pixels = confidence.shape
+    weights = torch.empty_like(confidence)
+    reliable = torch.empty(batch, pixels, dtype=torch.bool, device=confidence.device)
+    block = _pixel_block(confidence[:, None])
+    work = torch.empty(2, batch, min(block, pixels), dtype=confidence.dtype, device=confidence.device)
+    outside = torch.empty(batch, min(block, pixels), dtype=torch.bool, device=confidence.device)
+    centre_confidence, centre_dispersion = centre[:, 0:1], centre[:, 1:2]
+    scale_confidence, scale_dispersion = scale[:, 0:1], scale[:, 1:2]
+    for start in range(0, pixels, block):
+        part = slice(start, min(start + block, pixels))
+        width = part.stop - start
+        confidence_z = torch.sub(confidence[:, part], centre_confidence, out=work[0, :, :width]).div_(scale_confidence)
+        dispersion_z = torch.sub(centre_dispersion, dispersion[:, part], out=work[1, :, :width]).div_(scale_dispersion)
+        weight = weights[:, part]
+        torch.le(torch.maximum(confidence_z, dispersion_z, out=weight), 0.0, out=outside[:, :width])
+        exponent = confidence_z.square_().addcmul_(dispersion_z, dispersion_z).mul_(outside[:, :width])
+        torch.mul(exponent, -1.0 / alpha, out=weight).exp_().mul_(valid[:, part])
+        torch.eq(weight, 1.0, out=reliable[:, part])  # w = 0 on invalid pixels, so this is (w = 1) ∧ valid
+    return weights, reliable
+
+
 def _check_arguments(probs: torch.Tensor, valid: torch.Tensor, alpha: float, g_alpha: float, select: str,
                      select_lambda: float) -> None:
     if probs.dim() != 4:
@@ -307,24 +340,16 @@ def csl_weights(probs: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0, g_
         in_cluster_1, _, _, gram, scratch = _partition(points, mask)
         means, variances = _cluster_statistics(points, gram, mask, in_cluster_1, scratch)
         count_1 = in_cluster_1.sum(dim=-1)
-        occupied = torch.stack([mask.sum(dim=-1) - count_1, count_1], dim=1) > 0  # (B, 2)
+        occupied_count = mask.sum(dim=-1)
+        occupied = torch.stack([occupied_count - count_1, count_1], dim=1) > 0  # (B, 2)
         reliable_cluster = _reliable_cluster(means, occupied, select, select_lambda)
 
         index = reliable_cluster[:, None, None].expand(batch, 1, 2)
         centre = means.gather(1, index).squeeze(1).float()  # μ_r, (B, 2)
         scale = variances.gather(1, index).squeeze(1).add(_Z_EPS).sqrt().float()  # √(σ²_r + ε), (B, 2)
-        confidence_z = (confidence - centre[:, 0:1]).div_(scale[:, 0:1])
-        dispersion_z = (centre[:, 1:2] - dispersion).div_(scale[:, 1:2])
-        # w = exp(−cz²/α)·exp(−rz²/α) = exp(−(cz² + rz²)/α) outside (cz ≤ 0 and rz ≤ 0), where it underflows to
-        # 0 far out, never to NaN; inside (cz > 0 or rz > 0) the exponent is zeroed, so w = exp(0) = 1 exactly;
-        # and w = 0 on invalid pixels. Products with 0/1 masks instead of selections: those branch per pixel.
-        outside = torch.maximum(confidence_z, dispersion_z) <= 0
-        exponent = torch.addcmul(confidence_z.square_(), dispersion_z, dispersion_z).mul_(outside)
-        weights = exponent.mul_(-1.0 / alpha).exp_().mul_(valid_float)
-
-        reliable = weights == 1.0  # w = 0 on invalid pixels, so this is (w = 1) ∧ valid
-        mask_ratio = reliable.sum().float() / mask.sum().clamp_min(1).float()
-        cluster = in_cluster_1.to(torch.int8).sub_(invalid.to(torch.int8)).long()  # 0/1, −1 on invalid
+        weights, reliable = _soft_weights(confidence, dispersion, valid_float, centre, scale, alpha)
+        mask_ratio = reliable.sum().float() / occupied_count.sum().clamp_min(1).float()
+        cluster = in_cluster_1.to(torch.int8).sub_(invalid.to(torch.int8))  # 0/1, −1 on invalid
     shape = (batch, height, width)
     return CSLSelection(
         weights=weights.view(shape),
