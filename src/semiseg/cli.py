@@ -334,8 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pascal: UniMatch V1's network shape on generated VOC-layout data; camvid: the CamVid "
                         "CPU configs (default: both)")
     q.add_argument("--methods", nargs="+", metavar="METHOD", help="default: every method of this tree")
-    q.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "bf16_cl"], default=["fp32", "bf16", "bf16_cl"],
-                   help="fp32, bf16 autocast, bf16 with channels_last (default: all three)")
+    q.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "bf16_cl", "fp32_cl"],
+                   default=["fp32", "bf16", "bf16_cl"],
+                   help="fp32, bf16 autocast, bf16 with channels_last (default: these three); fp32_cl: fp32 with "
+                        "channels_last")
     q.add_argument("--steps", type=int, default=10, help="measured steps per run (default 10)")
     q.add_argument("--warmup", type=int, default=3, help="steps before the measured ones (default 3)")
     q.add_argument("--repeats", type=int, default=2, help="runs per tree, alternating the trees (default 2)")

@@ -13,7 +13,7 @@ OS8 where the method's published network has it), crop 321, batch 2 + 2, 21 clas
 VOC-layout tree (the timing needs the shapes, not the photographs), with the method's Pascal recipe
 (configs/_base_/pascal_<method>.yaml, else UniMatch V1's optimiser and weak pipeline); `camvid`, the CPU
 config configs/camvid/<method>_lite0_192_1_8.yaml on the real CamVid. Precisions: fp32, bf16 (autocast),
-bf16 with channels_last.
+bf16 with channels_last, fp32 with channels_last.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ SETTINGS = ("pascal", "camvid")
 # `'off'` quoted: older trees read overrides as YAML 1.1, where a bare off is the boolean false
 PRECISIONS = {"fp32": ["train.amp='off'", "train.channels_last=false"],
               "bf16": ["train.amp=bf16", "train.channels_last=false"],
-              "bf16_cl": ["train.amp=bf16", "train.channels_last=true"]}
+              "bf16_cl": ["train.amp=bf16", "train.channels_last=true"],
+              "fp32_cl": ["train.amp='off'", "train.channels_last=true"]}
 OS8_METHODS = ("u2pl", "csl")  # their published networks run at output stride 8
 FAKE_VOC = {"size": [500, 375], "labeled": 16, "unlabeled": 16, "val": 8, "seed": 0, "split": "fake16"}
 # steps that depend on the step index: a supervised-only start would time the wrong thing
