@@ -66,11 +66,10 @@ def _pixel_block(probs: torch.Tensor) -> int:
     return max(512, 65536 // max(batch, 1))
 
 
-def _confidence_and_dispersion(probs: torch.Tensor, valid: torch.Tensor, g_alpha: float,
-                               points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _confidence_and_dispersion(probs: torch.Tensor, valid: torch.Tensor,
+                               g_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """MC and s of (B, C, N) fp32 probabilities, each (B, N) fp32 and 0 where the (B, N) 0/1 fp32 `valid`
-    is 0 (docs/methods/csl.md, steps 1-3). Also copies them into the rows of `points` (B, 2, N), the X of
-    step 4 in its own dtype, while each block is in cache.
+    is 0 (docs/methods/csl.md, steps 1-3): the rows of step 4's X.
 
     One sweep over the C class planes keeps a running maximum M and adds every value the maximum
     does not keep: x = min(M, P_c) joins the sums, then M = max(M, P_c). At the end M = MC and
@@ -118,8 +117,6 @@ def _confidence_and_dispersion(probs: torch.Tensor, valid: torch.Tensor, g_alpha
         # 0 on invalid pixels: products with the 0/1 mask (masked fills branch per pixel, slow on the CPU).
         dispersion[:, part].mul_(valid[:, part])
         maximum.mul_(valid[:, part])
-        points[:, 0, part].copy_(maximum)
-        points[:, 1, part].copy_(dispersion[:, part])
     return confidence, dispersion
 
 
@@ -146,27 +143,76 @@ def _principal_axes(gram: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([ux, -uy], dim=-1), torch.stack([uy, ux], dim=-1)], dim=-2)
 
 
-def _partition(points: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                     torch.Tensor, torch.Tensor]:
-    """Step 4 on points (B, 2, N) (rows MC and s, 0 on invalid pixels) in their float64/fp32 dtype.
+class _Partition(NamedTuple):
+    """Step 4 and the sums step 5 needs, per image: in_cluster_1 (B, N) bool; sigma (B, 2); axes (B, 2, 2), u_k
+    as columns; gram (B, 2, 2) = XᵀX; total (B, 2) = Σ X; first_1, second_1 (B, 2) = Σ X and Σ X² (per
+    coordinate) over cluster 1. All but in_cluster_1 in the statistics dtype (float64; fp32 on MPS)."""
 
-    Returns (in_cluster_1 (B, N) bool, σ (B, 2), u (B, 2, 2), XᵀX (B, 2, 2), a (B, 2, N) scratch array).
-    See `spectral_clusters`.
+    in_cluster_1: torch.Tensor
+    sigma: torch.Tensor
+    axes: torch.Tensor
+    gram: torch.Tensor
+    total: torch.Tensor
+    first_1: torch.Tensor
+    second_1: torch.Tensor
+
+
+def _point_blocks(first: torch.Tensor, second: torch.Tensor):
+    """(part, X, scratch) for each block of pixels: X (B, 2, w) in the statistics dtype holds the rows (first,
+    second) of the block, scratch is a contiguous array of the same shape; both are reused buffers (valid
+    until the next block). Half `_pixel_block` wide: two such arrays in float64 fill what five fp32 ones do."""
+    batch, pixels = first.shape
+    block = min(max(256, _pixel_block(first[:, None]) // 2), max(pixels, 1))
+    storage = torch.empty(2, batch * 2 * block, dtype=_stats_dtype(first.device), device=first.device)
+    for start in range(0, pixels, block):
+        part = slice(start, min(start + block, pixels))
+        size = batch * 2 * (part.stop - start)
+        points, scratch = (storage[i, :size].view(batch, 2, part.stop - start) for i in range(2))
+        points[:, 0].copy_(first[:, part])
+        points[:, 1].copy_(second[:, part])
+        yield part, points, scratch
+
+
+def _partition(first: torch.Tensor, second: torch.Tensor, valid: torch.Tensor) -> _Partition:
+    """Step 4 on X with rows (first_j, second_j), each (B, N) (any float dtype, 0 on invalid pixels), valid (B, N)
+    bool; see `spectral_clusters`. Three passes over the pixels, block by block (`_point_blocks`), each block
+    converted to float64 (fp32 on MPS) in a buffer that stays in cache, so no (B, 2, N) array is ever made:
+    1. XᵀX and Σ X (the Gram matrix gives the axes u_k, the sums are step 5's totals);
+    2. σ_k = ‖X·u_k‖;
+    3. the assignment a_j, and Σ X, Σ X² over cluster 1 (step 5).
     """
-    gram = torch.bmm(points, points.transpose(1, 2))  # XᵀX over the valid pixels (invalid ones are 0)
+    batch, pixels = first.shape
+    dtype, device = _stats_dtype(first.device), first.device
+    gram = torch.zeros(batch, 2, 2, dtype=dtype, device=device)
+    total = torch.zeros(batch, 2, dtype=dtype, device=device)
+    for _, points, _ in _point_blocks(first, second):
+        gram.baddbmm_(points, points.transpose(1, 2))  # XᵀX over the valid pixels (invalid ones are 0)
+        total.add_(points.sum(dim=-1))
     axes = _principal_axes(gram)
-    projections = torch.bmm(axes.transpose(1, 2), points)  # row k: X_j·u_k, (B, 2, N)
+    axes_t = axes.transpose(1, 2).contiguous()
     # σ_k = ‖X·u_k‖ = √(u_kᵀ XᵀX u_k) = √λ_k. Measured on the projections rather than taken from the
     # eigenvalue formula, σ1 of (numerically) rank-1 data stays at the rounding level of X itself
     # (~1e-16·σ0 in float64), so the 1e-12 DECISION below does fire for it.
-    sigma = torch.linalg.vector_norm(projections, dim=-1)
-    # a_j = argmax_k |X_j·u_k| / σ_k, compared cross-multiplied (no division by σ1 = 0): a_j = 1 iff
-    # |X_j·u_1|·σ0 > |X_j·u_0|·σ1, so a tie → 0.
-    scaled = projections.abs_().mul_(sigma.flip(-1)[..., None])
-    in_cluster_1 = scaled[:, 1] > scaled[:, 0]
-    full_rank = sigma[:, 1] > _RANK_TOL * sigma[:, 0]  # [DECISION] otherwise every pixel → cluster 0
-    in_cluster_1 &= full_rank[:, None] & valid
-    return in_cluster_1, sigma, axes, gram, projections
+    squares = torch.zeros(batch, 2, dtype=dtype, device=device)
+    for _, points, projections in _point_blocks(first, second):
+        squares.add_(torch.bmm(axes_t, points, out=projections).square_().sum(dim=-1))  # row k: (X_j·u_k)²
+    sigma = squares.sqrt_()
+    full_rank = (sigma[:, 1] > _RANK_TOL * sigma[:, 0])[:, None]  # [DECISION] otherwise every pixel → cluster 0
+    cross = sigma.flip(-1)[..., None]
+    in_cluster_1 = torch.empty(batch, pixels, dtype=torch.bool, device=device)
+    first_1 = torch.zeros(batch, 2, 1, dtype=dtype, device=device)
+    second_1 = torch.zeros(batch, 2, 1, dtype=dtype, device=device)
+    for part, points, projections in _point_blocks(first, second):
+        # a_j = argmax_k |X_j·u_k| / σ_k, compared cross-multiplied (no division by σ1 = 0): a_j = 1 iff
+        # |X_j·u_1|·σ0 > |X_j·u_0|·σ1, so a tie → 0.
+        scaled = torch.bmm(axes_t, points, out=projections).abs_().mul_(cross)
+        member = in_cluster_1[:, part]
+        torch.gt(scaled[:, 1], scaled[:, 0], out=member)
+        member.logical_and_(valid[:, part]).logical_and_(full_rank)
+        weight = member.to(dtype)[..., None]  # (B, w, 1)
+        first_1.baddbmm_(points, weight)
+        second_1.baddbmm_(points.square_(), weight)
+    return _Partition(in_cluster_1, sigma, axes, gram, total, first_1.squeeze(-1), second_1.squeeze(-1))
 
 
 @torch.no_grad()
@@ -192,28 +238,25 @@ def spectral_clusters(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tenso
     with torch.autocast(device_type=x.device.type, enabled=False):
         valid = valid.detach().bool()
         points = torch.where(valid[..., None], x.detach().to(_stats_dtype(x.device)), 0.0)
-        in_cluster_1, sigma, axes, _, _ = _partition(points.transpose(1, 2).contiguous(), valid)
-        assignment = torch.where(valid, in_cluster_1.long(), -1)
+        split = _partition(points[..., 0], points[..., 1], valid)
+        sigma, axes = split.sigma, split.axes
+        assignment = torch.where(valid, split.in_cluster_1.long(), -1)
     return assignment, sigma, axes
 
 
-def _cluster_statistics(points: torch.Tensor, gram: torch.Tensor, valid: torch.Tensor, in_cluster_1: torch.Tensor,
-                        scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _cluster_statistics(split: _Partition, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and cluster: mean μ_k and unbiased variance σ²_k, each (B, 2, 2) [k, (MC, s)].
 
-    Masked sums: cluster 1's Σ x and Σ x² per coordinate as matrix-vector products with its 0/1 membership,
-    cluster 0's as the image's totals (Σ x, and Σ x² from the diagonal of XᵀX) minus them. Then
+    From the sums of `_partition`: cluster 1's Σ x and Σ x² per coordinate directly, cluster 0's as the image's
+    totals (Σ x, and Σ x² from the diagonal of XᵀX) minus them. Then
     σ²_k = (Σ x² − n_k·μ_k²) / (n_k − 1), in float64: its rounding (~1e-16·μ²) stays far below the ε = 1e-8
     that step 7 adds to it (on MPS, in fp32, it is only approximate). A one-point cluster has variance 0; an
     empty cluster has mean 0 and variance 0; an image without a valid pixel gets μ = (1, 0) and σ² = (1, 1)
-    for both clusters (docs/methods/csl.md, step 5). `scratch` (B, 2, N) is overwritten.
+    for both clusters (docs/methods/csl.md, step 5).
     """
-    dtype = points.dtype
-    member = in_cluster_1.to(dtype)[..., None]  # (B, N, 1)
-    first_1 = torch.bmm(points, member).squeeze(-1)  # (B, 2)
-    second_1 = torch.bmm(torch.square(points, out=scratch), member).squeeze(-1)
-    first_all = points.sum(dim=-1)
-    second_all = torch.diagonal(gram, dim1=-2, dim2=-1)
+    dtype, in_cluster_1 = split.gram.dtype, split.in_cluster_1
+    first_1, second_1, first_all = split.first_1, split.second_1, split.total
+    second_all = torch.diagonal(split.gram, dim1=-2, dim2=-1)
     counts_1 = in_cluster_1.sum(dim=-1)
     counts_valid = valid.sum(dim=-1)
     first = torch.stack([first_all - first_1, first_1], dim=1)  # (B, 2, 2): [k, coordinate]
@@ -335,10 +378,10 @@ def csl_weights(probs: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0, g_
         mask = valid.detach().bool().reshape(batch, height * width)
         invalid = ~mask
         valid_float = mask.float()
-        points = torch.empty(batch, 2, height * width, dtype=_stats_dtype(probs.device), device=probs.device)
-        confidence, dispersion = _confidence_and_dispersion(flat, valid_float, g_alpha, points)  # X: 0 if invalid
-        in_cluster_1, _, _, gram, scratch = _partition(points, mask)
-        means, variances = _cluster_statistics(points, gram, mask, in_cluster_1, scratch)
+        confidence, dispersion = _confidence_and_dispersion(flat, valid_float, g_alpha)  # X: 0 if invalid
+        split = _partition(confidence, dispersion, mask)
+        in_cluster_1 = split.in_cluster_1
+        means, variances = _cluster_statistics(split, mask)
         count_1 = in_cluster_1.sum(dim=-1)
         occupied_count = mask.sum(dim=-1)
         occupied = torch.stack([occupied_count - count_1, count_1], dim=1) > 0  # (B, 2)
