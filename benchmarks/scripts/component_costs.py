@@ -8,6 +8,7 @@
   given: the median of 20 timed calls after 3 warm-up calls.
 
     python benchmarks/scripts/component_costs.py --threads 2 --out benchmarks/results/speed/component_costs.json
+    python benchmarks/scripts/component_costs.py --threads 2 --only csl-speed   # re-measure one, keep the other
 """
 
 from __future__ import annotations
@@ -93,15 +94,18 @@ def main(argv=None):
     if args.child:
         print(json.dumps(memory_child(args.child)))
         return
-    result = {"threads": args.threads, "torch": torch.__version__}
+    out = Path(args.out)
+    # --only re-measures one record and keeps the other of an existing file
+    result = json.loads(out.read_text()) if args.only and out.exists() else {}
+    result.update({"threads": args.threads, "torch": torch.__version__})
     if args.only in (None, "aleatoric-memory"):
         result["aleatoric_memory"] = aleatoric_memory(args.threads)
         print("aleatoric memory:", result["aleatoric_memory"])
     if args.only in (None, "csl-speed"):
         result["csl_speed"] = csl_speed()
         print("csl selection:", result["csl_speed"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
