@@ -160,8 +160,8 @@ class _Partition(NamedTuple):
 def _point_blocks(first: torch.Tensor, second: torch.Tensor):
     """(part, X, scratch) for each block of pixels: X (B, 2, w) in the statistics dtype holds the rows (first,
     second) of the block, scratch is a contiguous array of the same shape; both are reused buffers (valid
-    until the next block). On the CPU half `_pixel_block` wide (two such float64 arrays fill about what its five fp32
-ones do); elsewhere one block."""
+    until the next block). On the CPU half `_pixel_block` wide (two such float64 arrays fill about what its
+    five fp32 ones do); elsewhere one block."""
     batch, pixels = first.shape
     block = _pixel_block(first[:, None])
     block = min(max(256, block // 2) if first.device.type == "cpu" else block, max(pixels, 1))
