@@ -5,7 +5,8 @@
   own subprocess; the number is the peak RSS of that process (`ru_maxrss`) minus its RSS once the logits exist,
   i.e. the memory the loss itself costs, and the peak with the logits.
 - `csl-speed`: CSL's selection (`csl_weights`) for 8 images of 321 x 321 with 21 classes, fp32, probabilities
-  given: the median of 20 timed calls after 3 warm-up calls.
+  given: the median of 20 timed calls after 3 warm-up calls; then 20 more with each step function timed (the
+  sweep for MC and s, the spectral partition, the cluster statistics, the weights; the rest by difference).
 
     python benchmarks/scripts/component_costs.py --threads 2 --out benchmarks/results/speed/component_costs.json
     python benchmarks/scripts/component_costs.py --threads 2 --only csl-speed   # re-measure one, keep the other
@@ -65,20 +66,49 @@ def aleatoric_memory(threads: int) -> dict:
 def csl_speed() -> dict:
     import torch
 
-    from semiseg.components.csl_selection import csl_weights
+    import semiseg.components.csl_selection as selection
 
     torch.manual_seed(0)
     probs = (torch.randn(B, C, S, S) * 3).softmax(dim=1)
     valid = torch.ones(B, S, S, dtype=torch.bool)
     for _ in range(3):
-        csl_weights(probs, valid)
+        selection.csl_weights(probs, valid)
     times = []
     for _ in range(20):
         start = time.perf_counter()
-        csl_weights(probs, valid)
+        selection.csl_weights(probs, valid)
         times.append(time.perf_counter() - start)
-    return {"median_ms": round(1000 * statistics.median(times), 2), "min_ms": round(1000 * min(times), 2),
-            "setting": f"{B} images x {C} classes x {S}x{S}, fp32"}
+    result = {"median_ms": round(1000 * statistics.median(times), 2), "min_ms": round(1000 * min(times), 2),
+              "setting": f"{B} images x {C} classes x {S}x{S}, fp32"}
+    # the same calls again, each phase timed by wrapping the module's step functions (rest = total − phases)
+    phases = {"sweep": "_confidence_and_dispersion", "partition": "_partition", "statistics": "_cluster_statistics",
+              "weights": "_soft_weights"}
+    spent = {name: [] for name in phases}
+    originals = {name: getattr(selection, function) for name, function in phases.items()}
+
+    def timed(name):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            out = originals[name](*args, **kwargs)
+            spent[name].append(time.perf_counter() - start)
+            return out
+        return wrapper
+
+    for name, function in phases.items():
+        setattr(selection, function, timed(name))
+    totals = []
+    try:
+        for _ in range(20):
+            start = time.perf_counter()
+            selection.csl_weights(probs, valid)
+            totals.append(time.perf_counter() - start)
+    finally:
+        for name, function in phases.items():
+            setattr(selection, function, originals[name])
+    split = {name: round(1000 * statistics.median(values), 2) for name, values in spent.items()}
+    split["rest"] = round(1000 * statistics.median(totals) - sum(split.values()), 2)
+    result["phases_median_ms"] = split
+    return result
 
 
 def main(argv=None):

@@ -160,11 +160,10 @@ class _Partition(NamedTuple):
 def _point_blocks(first: torch.Tensor, second: torch.Tensor):
     """(part, X, scratch) for each block of pixels: X (B, 2, w) in the statistics dtype holds the rows (first,
     second) of the block, scratch is a contiguous array of the same shape; both are reused buffers (valid
-    until the next block). On the CPU half `_pixel_block` wide (two such float64 arrays fill about what its
-    five fp32 ones do); elsewhere one block."""
+    until the next block). `_pixel_block` wide: on a 2-core CPU, timed alone at 8 × 321², the three passes took
+    9 ms at this width against 14 ms at half of it and 12 ms at twice it."""
     batch, pixels = first.shape
-    block = _pixel_block(first[:, None])
-    block = min(max(256, block // 2) if first.device.type == "cpu" else block, max(pixels, 1))
+    block = min(_pixel_block(first[:, None]), max(pixels, 1))
     storage = torch.empty(2, batch * 2 * block, dtype=_stats_dtype(first.device), device=first.device)
     for start in range(0, pixels, block):
         part = slice(start, min(start + block, pixels))
