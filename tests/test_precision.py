@@ -135,3 +135,14 @@ def test_auto_is_printed_and_recorded(tmp_path, capsys, monkeypatch):
     info = json.loads((out / "run_info.json").read_text())
     assert info["amp"] == "bf16" and "avx512_bf16" in info["amp_reason"]
     assert "amp: auto" in (out / "config.yaml").read_text()  # the config keeps the choice, the record the result
+
+
+def test_auto_is_the_default_and_the_synthetic_tables_stay_fp32():
+    from conftest import REPO
+    from semiseg.config import Config, load_config
+
+    assert Config().train.amp == "auto"
+    # configs that do not name train.amp follow the default; the synthetic base pins the fp32 of its records
+    assert load_config(REPO / "configs" / "pascal" / "cpcl_r50_512_1_8.yaml").train.amp == "auto"
+    assert load_config(REPO / "configs" / "synthetic" / "fixmatch.yaml").train.amp == "off"
+    assert load_config(REPO / "configs" / "camvid" / "fixmatch_lite0_192_1_8.yaml").train.amp == "bf16"

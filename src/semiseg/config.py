@@ -132,7 +132,7 @@ class TrainConfig:
     eval_every: int = 0  # iterations between evaluations (0: only at the end)
     checkpoint_every: int = 0  # iterations between latest.pt writes (0: eval points and end)
     log_every: int = 10  # iterations between training logs (metrics.jsonl, TensorBoard)
-    amp: str = "off"  # off | bf16 (GPU or CPU) | fp16 (GPU, with a GradScaler) | auto (bf16 where native, else off): autocast forwards, fp32 losses
+    amp: str = "auto"  # auto (bf16 where native, else off) | off | bf16 (GPU or CPU) | fp16 (GPU, with a GradScaler): autocast forwards, fp32 losses
     channels_last: bool = False  # NHWC weights and image batches: faster convolutions on CPUs and tensor-core GPUs
     ddp_find_unused_parameters: bool = False  # set true for a method that leaves a trainable parameter unused
 
