@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("config", help="a CSL config, e.g. configs/synthetic/csl_no_tmp.yaml")
     parser.add_argument("--out", required=True, help="the run's output_dir (replaced if it holds a run)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     import semiseg.methods.csl as csl
     from semiseg.cli import main as semiseg_main
