@@ -303,28 +303,14 @@ def _soft_weights(confidence: torch.Tensor, dispersion: torch.Tensor, valid: tor
     when cz > 0 or rz > 0, i.e. max(cz, rz) > 0: there the exponent is zeroed, so w = exp(0) = 1 exactly;
     outside, w = exp(−cz²/α)·exp(−rz²/α) = exp(−(cz² + rz²)/α), which underflows to 0 far out, never to NaN;
     w = 0 on invalid pixels. Products with 0/1 masks instead of selections (masked fills branch per pixel,
-    slow on the CPU). Runs block by block over the pixels of all images (`_pixel_block`), so the dozen
-    element-wise steps read and write the core's cache rather than memory.
+    slow on the CPU).
     """
-    batch, pixels = confidence.shape
-    weights = torch.empty_like(confidence)
-    reliable = torch.empty(batch, pixels, dtype=torch.bool, device=confidence.device)
-    block = _pixel_block(confidence[:, None])
-    work = torch.empty(2, batch, min(block, pixels), dtype=confidence.dtype, device=confidence.device)
-    outside = torch.empty(batch, min(block, pixels), dtype=torch.bool, device=confidence.device)
-    centre_confidence, centre_dispersion = centre[:, 0:1], centre[:, 1:2]
-    scale_confidence, scale_dispersion = scale[:, 0:1], scale[:, 1:2]
-    for start in range(0, pixels, block):
-        part = slice(start, min(start + block, pixels))
-        width = part.stop - start
-        confidence_z = torch.sub(confidence[:, part], centre_confidence, out=work[0, :, :width]).div_(scale_confidence)
-        dispersion_z = torch.sub(centre_dispersion, dispersion[:, part], out=work[1, :, :width]).div_(scale_dispersion)
-        weight = weights[:, part]
-        torch.le(torch.maximum(confidence_z, dispersion_z, out=weight), 0.0, out=outside[:, :width])
-        exponent = confidence_z.square_().addcmul_(dispersion_z, dispersion_z).mul_(outside[:, :width])
-        torch.mul(exponent, -1.0 / alpha, out=weight).exp_().mul_(valid[:, part])
-        torch.eq(weight, 1.0, out=reliable[:, part])  # w = 0 on invalid pixels, so this is (w = 1) ∧ valid
-    return weights, reliable
+    confidence_z = (confidence - centre[:, 0:1]).div_(scale[:, 0:1])
+    dispersion_z = (centre[:, 1:2] - dispersion).div_(scale[:, 1:2])
+    outside = torch.maximum(confidence_z, dispersion_z) <= 0
+    exponent = torch.addcmul(confidence_z.square_(), dispersion_z, dispersion_z).mul_(outside)
+    weights = exponent.mul_(-1.0 / alpha).exp_().mul_(valid)
+    return weights, weights == 1.0  # w = 0 on invalid pixels, so this is (w = 1) ∧ valid
 
 
 def _check_arguments(probs: torch.Tensor, valid: torch.Tensor, alpha: float, g_alpha: float, select: str,
