@@ -245,8 +245,9 @@ def spectral_clusters(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tenso
     return assignment, sigma, axes
 
 
-def _cluster_statistics(split: _Partition, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image and cluster: mean μ_k and unbiased variance σ²_k, each (B, 2, 2) [k, (MC, s)].
+def _cluster_statistics(split: _Partition, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image and cluster: mean μ_k and unbiased variance σ²_k, each (B, 2, 2) [k, (MC, s)], and the pixel
+    counts n_k (B, 2) int64.
 
     From the sums of `_partition`: cluster 1's Σ x and Σ x² per coordinate directly, cluster 0's as the image's
     totals (Σ x, and Σ x² from the diagonal of XᵀX) minus them. Then
@@ -262,7 +263,8 @@ def _cluster_statistics(split: _Partition, valid: torch.Tensor) -> tuple[torch.T
     counts_valid = valid.sum(dim=-1)
     first = torch.stack([first_all - first_1, first_1], dim=1)  # (B, 2, 2): [k, coordinate]
     second = torch.stack([second_all - second_1, second_1], dim=1)
-    counts = torch.stack([counts_valid - counts_1, counts_1], dim=1).to(dtype)[..., None]  # (B, 2, 1)
+    pixel_counts = torch.stack([counts_valid - counts_1, counts_1], dim=1)  # (B, 2)
+    counts = pixel_counts.to(dtype)[..., None]  # (B, 2, 1)
     means = first / counts.clamp_min(1.0)  # an empty cluster: 0 / 1 = 0
     spread = (second - counts * means.square()).clamp_min(0.0)
     variances = torch.where(counts > 1, spread / (counts - 1.0).clamp_min(1.0), 0.0)
@@ -271,7 +273,7 @@ def _cluster_statistics(split: _Partition, valid: torch.Tensor) -> tuple[torch.T
     fallback_means[..., 0] = 1.0  # μ = (1, 0), built on the device (no host-to-device copy)
     means = torch.where(empty_image, fallback_means, means)
     variances = torch.where(empty_image, torch.ones_like(variances), variances)
-    return means, variances
+    return means, variances, pixel_counts
 
 
 def _reliable_cluster(means: torch.Tensor, occupied: torch.Tensor, select: str, select_lambda: float) -> torch.Tensor:
@@ -368,17 +370,14 @@ def csl_weights(probs: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0, g_
         confidence, dispersion = _confidence_and_dispersion(flat, valid_float, g_alpha)  # X: 0 if invalid
         split = _partition(confidence, dispersion, mask)
         in_cluster_1 = split.in_cluster_1
-        means, variances = _cluster_statistics(split, mask)
-        count_1 = in_cluster_1.sum(dim=-1)
-        occupied_count = mask.sum(dim=-1)
-        occupied = torch.stack([occupied_count - count_1, count_1], dim=1) > 0  # (B, 2)
-        reliable_cluster = _reliable_cluster(means, occupied, select, select_lambda)
+        means, variances, counts = _cluster_statistics(split, mask)
+        reliable_cluster = _reliable_cluster(means, counts > 0, select, select_lambda)
 
         index = reliable_cluster[:, None, None].expand(batch, 1, 2)
         centre = means.gather(1, index).squeeze(1).float()  # μ_r, (B, 2)
         scale = variances.gather(1, index).squeeze(1).add(_Z_EPS).sqrt().float()  # √(σ²_r + ε), (B, 2)
         weights, reliable = _soft_weights(confidence, dispersion, valid_float, centre, scale, alpha)
-        mask_ratio = reliable.sum().float() / occupied_count.sum().clamp_min(1).float()
+        mask_ratio = reliable.sum().float() / counts.sum().clamp_min(1).float()
         cluster = in_cluster_1.to(torch.int8).sub_(invalid.to(torch.int8))  # 0/1, −1 on invalid
     shape = (batch, height, width)
     return CSLSelection(
