@@ -1,6 +1,8 @@
 """CSL's pseudo-label selection (docs/methods/csl.md, "The CSL weight"): MC and s by hand, the spectral split
 against torch.linalg.svd, the reliable-cluster rules, the soft weights against an independent float64 numpy
-reference of steps 1-7, edge cases, batching, dtype and gradients."""
+reference of steps 1-7, edge cases, batching, dtype and gradients. The tests that take `form` run twice: on the
+blocked steps and on the flat ones that `compiled=True` hands to torch.compile (here run eagerly: the same
+arithmetic, without the minute of compilation)."""
 
 import math
 
@@ -10,6 +12,17 @@ import torch
 
 import semiseg.components.csl_selection as csl_selection
 from semiseg.components.csl_selection import CSLSelection, csl_weights, spectral_clusters
+from semiseg.errors import SemisegError
+
+@pytest.fixture(params=["blocked", "flat"])
+def form(request, monkeypatch):
+    """The keyword arguments of `csl_weights` for one form of steps 1-5: {} (blocked) or {"compiled": True} with
+    torch.compile replaced by the flat steps run eagerly."""
+    if request.param == "blocked":
+        return {}
+    monkeypatch.setattr(csl_selection, "_compiled_steps", csl_selection._steps)
+    return {"compiled": True}
+
 
 # --- an independent per-image reference, float64 numpy, written straight from steps 1-7 -------------------------
 
@@ -99,13 +112,13 @@ def assert_finite(out: CSLSelection):
 # --- steps 1-3: MC and s by hand ----------------------------------------------------------------------------------
 
 
-def test_confidence_and_dispersion_hand_values():
+def test_confidence_and_dispersion_hand_values(form):
     # C = 3, so g = 4 / (2·(1 − MC + 1e-8)) and RV = Σ_c (R_c − m)² / 2 over all three entries.
     probs = column_image([[0.95, 0.025, 0.025],  # R = (0, .025, .025), m = .025: only the zeroed entry's m²
                           [0.4, 0.35, 0.25],  # R = (0, .35, .25), m = .3: .09 + .0025 + .0025
                           [0.4, 0.4, 0.2],  # a tie: one 0.4 is zeroed, the other stays in R = (0, .4, .2)
                           [0.2, 0.7, 0.1]])  # the maximum need not be class 0
-    out = csl_weights(probs, torch.ones(1, 1, 4, dtype=torch.bool))
+    out = csl_weights(probs, torch.ones(1, 1, 4, dtype=torch.bool), **form)
     rv = np.array([0.025 ** 2 / 2, 0.095 / 2, 0.11 / 2, ((0.2 - 0.15) ** 2 + 0.15 ** 2 + (0.1 - 0.15) ** 2) / 2])
     confidence = np.array([0.95, 0.4, 0.4, 0.7])
     expected = 4.0 / (2.0 * (1.0 - confidence + 1e-8)) * rv
@@ -113,16 +126,16 @@ def test_confidence_and_dispersion_hand_values():
     np.testing.assert_allclose(out.dispersion.flatten().numpy(), expected, rtol=1e-5)
     assert out.dispersion[0, 0, 0].item() == pytest.approx(0.0125, rel=1e-5)  # the extra m²/(C−1) term alone
     # g_alpha scales s linearly.
-    half = csl_weights(probs, torch.ones(1, 1, 4, dtype=torch.bool), g_alpha=0.5)
+    half = csl_weights(probs, torch.ones(1, 1, 4, dtype=torch.bool), g_alpha=0.5, **form)
     torch.testing.assert_close(half.dispersion, out.dispersion * 0.5)
 
 
-def test_dispersion_of_confident_pixels_is_accurate_in_fp32():
+def test_dispersion_of_confident_pixels_is_accurate_in_fp32(form):
     # MC close to 1: Σ_c P_c² − MC² would cancel in fp32; the sum over R does not.
     eps = [1e-3, 1e-4, 1e-5]
     columns = [[1.0 - e, 0.7 * e, 0.2 * e, 0.1 * e] for e in eps]
     probs = column_image(columns)
-    out = csl_weights(probs, torch.ones(1, 1, 3, dtype=torch.bool))
+    out = csl_weights(probs, torch.ones(1, 1, 3, dtype=torch.bool), **form)
     reference = numpy_csl(probs[0].numpy(), np.ones((1, 3), dtype=bool))
     np.testing.assert_allclose(out.dispersion.flatten().numpy(), reference["dispersion"].ravel(), rtol=1e-4)
 
@@ -142,7 +155,7 @@ def test_spectral_clusters_splits_two_separated_groups():
     assert sigma[0, 0] >= sigma[0, 1] > 0
 
 
-def test_csl_weights_splits_two_separated_groups_exactly():
+def test_csl_weights_splits_two_separated_groups_exactly(form):
     # C = 21, interleaved over the image: 24 pixels of (MC ≈ .95, a near-uniform residual: s ≈ .0015) and
     # 24 of (MC ≈ .5, the residual mostly in one class: s ≈ 4).
     generator = torch.Generator().manual_seed(0)
@@ -158,7 +171,7 @@ def test_csl_weights_splits_two_separated_groups_exactly():
             rest[0] = 1.0
         columns.append([mc] + ((1 - mc) * rest / rest.sum()).tolist())
     probs = column_image(columns).reshape(1, 21, 6, 8)
-    out = csl_weights(probs, torch.ones(1, 6, 8, dtype=torch.bool))
+    out = csl_weights(probs, torch.ones(1, 6, 8, dtype=torch.bool), **form)
     cluster = out.cluster.flatten()
     confident = torch.arange(48) % 2 == 0
     assert (cluster[confident] == cluster[0]).all()
@@ -303,10 +316,10 @@ def test_reliable_cluster_tie_goes_to_cluster_0():
 @pytest.mark.parametrize("alpha, g_alpha, select", [(2.0, 1.0, "mean_conf"), (8.0, 0.5, "linear"),
                                                     (2.0, 1.0, "neglog")])
 @pytest.mark.parametrize("num_classes, height, width", [(6, 7, 9), (21, 12, 13)])
-def test_matches_numpy_reference_on_random_images(alpha, g_alpha, select, num_classes, height, width):
+def test_matches_numpy_reference_on_random_images(alpha, g_alpha, select, num_classes, height, width, form):
     probs = random_probs(3, num_classes, height, width, seed=num_classes)
     valid = three_masks(height, width, seed=num_classes)
-    out = csl_weights(probs, valid, alpha=alpha, g_alpha=g_alpha, select=select)
+    out = csl_weights(probs, valid, alpha=alpha, g_alpha=g_alpha, select=select, **form)
     for b in range(3):
         reference = numpy_csl(probs[b].numpy(), valid[b].numpy(), alpha, g_alpha, select)
         np.testing.assert_array_equal(out.cluster[b].numpy(), reference["cluster"])
@@ -350,7 +363,7 @@ def test_weights_are_one_inside_and_gaussian_outside():
 # --- edge cases -----------------------------------------------------------------------------------------------------
 
 
-def test_no_valid_one_valid_and_one_hot_images_are_finite():
+def test_no_valid_one_valid_and_one_hot_images_are_finite(form):
     num_classes, height, width = 4, 3, 5
     probs = random_probs(5, num_classes, height, width, seed=11)
     one_hot = torch.nn.functional.one_hot(torch.arange(height * width) % num_classes, num_classes)
@@ -361,7 +374,7 @@ def test_no_valid_one_valid_and_one_hot_images_are_finite():
     valid[0] = False
     valid[1] = False
     valid[1, 1, 2] = True
-    out = csl_weights(probs, valid)
+    out = csl_weights(probs, valid, **form)
     assert_finite(out)
     assert ((out.weights >= 0) & (out.weights <= 1)).all()
     # No valid pixel: weights 0, clusters −1, μ = (1, 0), σ² = (1, 1).
@@ -384,8 +397,8 @@ def test_no_valid_one_valid_and_one_hot_images_are_finite():
     assert out.mask_ratio.item() == pytest.approx(out.reliable.sum().item() / valid_total)
 
 
-def test_no_valid_pixel_in_the_whole_batch():
-    out = csl_weights(random_probs(2, 3, 4, 4, seed=0), torch.zeros(2, 4, 4, dtype=torch.bool))
+def test_no_valid_pixel_in_the_whole_batch(form):
+    out = csl_weights(random_probs(2, 3, 4, 4, seed=0), torch.zeros(2, 4, 4, dtype=torch.bool), **form)
     assert_finite(out)
     assert out.mask_ratio.item() == 0.0 and (out.weights == 0).all() and not out.reliable.any()
 
@@ -473,11 +486,42 @@ def test_argument_checks():
 
 
 @pytest.mark.parametrize("select", ["mean_conf", "linear", "neglog"])
-def test_an_empty_cluster_is_never_the_reliable_one(select):
+def test_an_empty_cluster_is_never_the_reliable_one(select, form):
     # identical pixels: rank-1 points, all in cluster 0 (the σ_1 ≈ 0 DECISION); cluster 1 is empty (μ = 0),
     # which `neglog` would otherwise prefer (−λ·log(1e-8) is large)
     probs = torch.tensor([0.7, 0.2, 0.1]).view(1, 3, 1, 1).expand(1, 3, 4, 4).contiguous()
     valid = torch.ones(1, 4, 4, dtype=torch.bool)
-    out = csl_weights(probs, valid, select=select)
+    out = csl_weights(probs, valid, select=select, **form)
     assert out.reliable_cluster.tolist() == [0]
     assert (out.cluster == 0).all() and (out.weights == 1).all()
+
+
+def test_flat_steps_match_the_blocked_ones_on_a_large_batch():
+    # several default-size blocks in the blocked form, one array in the flat form: the same values to rounding
+    probs = random_probs(2, 21, 181, 190, seed=4)
+    valid = torch.rand(2, 181, 190, generator=torch.Generator().manual_seed(4)) < 0.9
+    flat = probs.view(2, 21, -1)
+    mask = valid.view(2, -1)
+    blocked = csl_selection._steps(flat, mask, 2.0, 1.0, "mean_conf", 0.25, fused=False)
+    fused = csl_selection._steps(flat, mask, 2.0, 1.0, "mean_conf", 0.25, fused=True)
+    for name, a, b in zip(CSLSelection._fields, blocked, fused):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        else:
+            assert (a != b).float().mean().item() < 1e-4, name  # a pixel on a boundary may flip
+    assert torch.equal(blocked[7], fused[7])
+
+
+def test_a_compiler_that_cannot_build_is_one_line_naming_the_key(monkeypatch):
+    def broken_compile(function):
+        def call(*args, **kwargs):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\nCommand: g++ ... (200 lines)")
+        return call
+
+    monkeypatch.setattr(csl_selection, "_compiled", None)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(SemisegError) as raised:
+        csl_weights(random_probs(1, 3, 4, 4, seed=0), torch.ones(1, 4, 4, dtype=torch.bool), compiled=True)
+    message = str(raised.value)
+    assert "\n" not in message and "method.csl_compile" in message and "method.csl_compile=false" in message
+    assert "CppCompileError" in message

@@ -71,13 +71,18 @@ def csl_speed() -> dict:
     torch.manual_seed(0)
     probs = (torch.randn(B, C, S, S) * 3).softmax(dim=1)
     valid = torch.ones(B, S, S, dtype=torch.bool)
-    for _ in range(3):
-        selection.csl_weights(probs, valid)
-    times = []
-    for _ in range(20):
-        start = time.perf_counter()
-        selection.csl_weights(probs, valid)
-        times.append(time.perf_counter() - start)
+
+    def timed_calls(**kwargs) -> list:
+        for _ in range(3):
+            selection.csl_weights(probs, valid, **kwargs)
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            selection.csl_weights(probs, valid, **kwargs)
+            times.append(time.perf_counter() - start)
+        return times
+
+    times = timed_calls()
     result = {"median_ms": round(1000 * statistics.median(times), 2), "min_ms": round(1000 * min(times), 2),
               "setting": f"{B} images x {C} classes x {S}x{S}, fp32"}
     # the same calls again, each phase timed by wrapping the module's step functions (rest = total − phases)
@@ -108,6 +113,18 @@ def csl_speed() -> dict:
     split = {name: round(1000 * statistics.median(values), 2) for name, values in spent.items()}
     split["rest"] = round(1000 * statistics.median(totals) - sum(split.values()), 2)
     result["phases_median_ms"] = split
+    # method.csl_compile: the flat steps through torch.compile; the first call compiles
+    start = time.perf_counter()
+    compiled = selection.csl_weights(probs, valid, compiled=True)
+    compile_s = time.perf_counter() - start
+    times = timed_calls(compiled=True)
+    eager = selection.csl_weights(probs, valid)
+    result["compiled"] = {
+        "median_ms": round(1000 * statistics.median(times), 2), "min_ms": round(1000 * min(times), 2),
+        "first_call_s": round(compile_s, 1),
+        "max_weight_difference": float((compiled.weights - eager.weights).abs().max()),
+        "reliable_pixels_differing": int((compiled.reliable != eager.reliable).sum()),
+        "mask_ratio": [round(float(eager.mask_ratio), 6), round(float(compiled.mask_ratio), 6)]}
     return result
 
 

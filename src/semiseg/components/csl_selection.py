@@ -6,6 +6,10 @@
   intermediate (MC, s, clusters, cluster statistics, reliable cluster, mask ratio).
 - `spectral_clusters`: step 4 alone, on raw (B, N, 2) points: the closed form of the SVD of Xᵀ.
 
+Steps 1-5 exist twice, with the same arithmetic: blocked (`_confidence_and_dispersion`, `_partition`), the
+fastest form in eager PyTorch, and flat (`_flat_confidence_and_dispersion`, `_flat_partition`), the form
+`torch.compile` fuses into a few passes (`csl_weights(..., compiled=True)`; docs/methods/csl.md, "Speed").
+
 Everything is batched over the images: no Python loop over images, no host synchronisation
 (masked sums instead of boolean indexing, `torch.where` instead of branches on values). The
 per-pixel quantities (MC, s, the z-scores and w) are fp32; the per-image reductions (Gram matrix,
@@ -18,6 +22,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from ..errors import SemisegError
 
 SELECT_RULES = ("mean_conf", "linear", "neglog")
 
@@ -216,6 +222,48 @@ def _partition(first: torch.Tensor, second: torch.Tensor, valid: torch.Tensor) -
     return _Partition(in_cluster_1, sigma, axes, gram, total, first_1.squeeze(-1), second_1.squeeze(-1))
 
 
+def _flat_confidence_and_dispersion(probs: torch.Tensor, valid: torch.Tensor,
+                                    g_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_confidence_and_dispersion` written without blocks or in-place steps, for `torch.compile` (in eager
+    mode it makes (B, C, N) temporaries and is several times slower). R keeps every entry below the maximum
+    and, for ties, every copy of the maximum but one: S1 = Σ_{P_c < MC} P_c + (n_MC − 1)·MC, and S2 likewise,
+    with n_MC the number of entries equal to MC; the same sums as the sweep's, in another order."""
+    num_classes = probs.shape[1]
+    maximum = probs.amax(dim=1, keepdim=True)
+    below = probs < maximum
+    kept = torch.where(below, probs, 0.0)
+    confidence = maximum.squeeze(1)
+    extra_copies = (num_classes - 1) - below.sum(dim=1, dtype=probs.dtype)
+    residual_sum = kept.sum(dim=1) + extra_copies * confidence
+    residual_sq = (kept * kept).sum(dim=1) + extra_copies * confidence * confidence
+    spread_coefficient = -(num_classes - 2) / (num_classes - 1) ** 2
+    spread = (residual_sq + spread_coefficient * residual_sum * residual_sum).clamp_min(0.0)
+    denominator = (1.0 - confidence).clamp_min(0.0) + _G_EPS
+    dispersion = spread / denominator * (g_alpha * (num_classes - 1) / 2.0)
+    return confidence * valid, dispersion * valid
+
+
+def _flat_partition(first: torch.Tensor, second: torch.Tensor, valid: torch.Tensor) -> _Partition:
+    """`_partition` written as whole-array reductions, for `torch.compile` (it fuses each of the three passes into
+    one loop, without the (B, 2, N) float64 array that eager mode makes here)."""
+    dtype = _stats_dtype(first.device)
+    x, y = first.to(dtype), second.to(dtype)
+    xy = (x * y).sum(dim=-1)
+    gram = torch.stack([torch.stack([(x * x).sum(dim=-1), xy], dim=-1),
+                        torch.stack([xy, (y * y).sum(dim=-1)], dim=-1)], dim=-2)
+    total = torch.stack([x.sum(dim=-1), y.sum(dim=-1)], dim=-1)
+    axes = _principal_axes(gram)
+    projection_0 = axes[:, 0:1, 0] * x + axes[:, 1:2, 0] * y  # X_j·u_0
+    projection_1 = axes[:, 0:1, 1] * x + axes[:, 1:2, 1] * y  # X_j·u_1
+    sigma = torch.stack([projection_0.square().sum(dim=-1), projection_1.square().sum(dim=-1)], dim=-1).sqrt()
+    full_rank = (sigma[:, 1] > _RANK_TOL * sigma[:, 0])[:, None]  # [DECISION] as in `_partition`
+    in_cluster_1 = (projection_1.abs() * sigma[:, 0:1] > projection_0.abs() * sigma[:, 1:2]) & valid & full_rank
+    member = in_cluster_1.to(dtype)
+    first_1 = torch.stack([(member * x).sum(dim=-1), (member * y).sum(dim=-1)], dim=-1)
+    second_1 = torch.stack([(member * x * x).sum(dim=-1), (member * y * y).sum(dim=-1)], dim=-1)
+    return _Partition(in_cluster_1, sigma, axes, gram, total, first_1, second_1)
+
+
 @torch.no_grad()
 def spectral_clusters(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The uncentred spectral 2-way split of docs/methods/csl.md, step 4, per image.
@@ -334,9 +382,50 @@ def _check_arguments(probs: torch.Tensor, valid: torch.Tensor, alpha: float, g_a
         raise ValueError(f"csl_weights: select_lambda must be finite, got {select_lambda}")
 
 
+def _steps(flat: torch.Tensor, mask: torch.Tensor, alpha: float, g_alpha: float, select: str, select_lambda: float,
+           fused: bool = False) -> tuple[torch.Tensor, ...]:
+    """Steps 1-8 on (B, C, N) fp32 probabilities and a (B, N) bool mask, blocked (eager) or flat (`fused`, for
+    `torch.compile`): (weights, reliable, cluster, confidence, dispersion, means, variances, reliable cluster,
+    mask ratio), each as `CSLSelection` describes it, per pixel on (B, N)."""
+    batch = flat.shape[0]
+    valid_float = mask.float()
+    sweep, partition = ((_flat_confidence_and_dispersion, _flat_partition) if fused
+                        else (_confidence_and_dispersion, _partition))
+    confidence, dispersion = sweep(flat, valid_float, g_alpha)  # X: 0 if invalid
+    split = partition(confidence, dispersion, mask)
+    means, variances, counts = _cluster_statistics(split, mask)
+    reliable_cluster = _reliable_cluster(means, counts > 0, select, select_lambda)
+
+    index = reliable_cluster[:, None, None].expand(batch, 1, 2)
+    centre = means.gather(1, index).squeeze(1).float()  # μ_r, (B, 2)
+    scale = variances.gather(1, index).squeeze(1).add(_Z_EPS).sqrt().float()  # √(σ²_r + ε), (B, 2)
+    weights, reliable = _soft_weights(confidence, dispersion, valid_float, centre, scale, alpha)
+    mask_ratio = reliable.sum().float() / counts.sum().clamp_min(1).float()
+    cluster = split.in_cluster_1.to(torch.int8) - (~mask).to(torch.int8)  # 0/1, −1 on invalid
+    return (weights, reliable, cluster, confidence, dispersion, means.float(), variances.float(), reliable_cluster,
+            mask_ratio)
+
+
+_compiled = None
+
+
+def _compiled_steps(*args, **kwargs) -> tuple[torch.Tensor, ...]:
+    """`_steps` in its flat form through `torch.compile`, built on first use; a build failure (no C++ compiler,
+    no Triton) is one line naming method.csl_compile."""
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(_steps)
+    try:
+        return _compiled(*args, **kwargs)
+    except Exception as error:  # the compiler's own errors are long and of many types
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise SemisegError(f"method.csl_compile: torch.compile could not build the CSL selection ({first_line}); "
+                           "set method.csl_compile=false") from error
+
+
 @torch.no_grad()
 def csl_weights(probs: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0, g_alpha: float = 1.0,
-                select: str = "mean_conf", select_lambda: float = 0.25) -> CSLSelection:
+                select: str = "mean_conf", select_lambda: float = 0.25, compiled: bool = False) -> CSLSelection:
     """CSL's soft per-pixel weight (docs/methods/csl.md, "The CSL weight", steps 1-8).
 
     probs (B, C, H, W): class probabilities (softmax of the detached weak-view logits; any float dtype,
@@ -359,35 +448,28 @@ def csl_weights(probs: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0, g_
     The m of step 2 is the mean of R itself (= (1 − MC)/(C−1) for probabilities that sum to 1).
     Finite for MC = 1 exactly (g ≤ (C−1)²/2e-8, RV = 0), for one valid pixel and for none.
     Never differentiated: runs under no_grad with autocast off, whatever the input.
+
+    compiled: run steps 1-8 in their flat form through `torch.compile` (a C++ compiler on the CPU, Triton on a
+    GPU; the first call with a new shape compiles, about a minute on a 2-core CPU): the same values to rounding
+    (docs/methods/csl.md, "Speed"). A compiler that cannot build stops with one line naming method.csl_compile.
     """
     _check_arguments(probs, valid, alpha, g_alpha, select, select_lambda)
     batch, num_classes, height, width = probs.shape
     with torch.autocast(device_type=probs.device.type, enabled=False):
         flat = probs.detach().float().contiguous().view(batch, num_classes, height * width)
         mask = valid.detach().bool().reshape(batch, height * width)
-        invalid = ~mask
-        valid_float = mask.float()
-        confidence, dispersion = _confidence_and_dispersion(flat, valid_float, g_alpha)  # X: 0 if invalid
-        split = _partition(confidence, dispersion, mask)
-        in_cluster_1 = split.in_cluster_1
-        means, variances, counts = _cluster_statistics(split, mask)
-        reliable_cluster = _reliable_cluster(means, counts > 0, select, select_lambda)
-
-        index = reliable_cluster[:, None, None].expand(batch, 1, 2)
-        centre = means.gather(1, index).squeeze(1).float()  # μ_r, (B, 2)
-        scale = variances.gather(1, index).squeeze(1).add(_Z_EPS).sqrt().float()  # √(σ²_r + ε), (B, 2)
-        weights, reliable = _soft_weights(confidence, dispersion, valid_float, centre, scale, alpha)
-        mask_ratio = reliable.sum().float() / counts.sum().clamp_min(1).float()
-        cluster = in_cluster_1.to(torch.int8).sub_(invalid.to(torch.int8))  # 0/1, −1 on invalid
+        steps = _compiled_steps if compiled else _steps
+        outputs = steps(flat, mask, alpha, g_alpha, select, select_lambda, fused=compiled)
     shape = (batch, height, width)
+    weights, reliable, cluster, confidence, dispersion, means, variances, reliable_cluster, mask_ratio = outputs
     return CSLSelection(
         weights=weights.view(shape),
         reliable=reliable.view(shape),
         cluster=cluster.view(shape),
         confidence=confidence.view(shape),
         dispersion=dispersion.view(shape),
-        means=means.float(),
-        variances=variances.float(),
+        means=means,
+        variances=variances,
         reliable_cluster=reliable_cluster,
         mask_ratio=mask_ratio,
     )

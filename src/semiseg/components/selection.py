@@ -44,7 +44,8 @@ def select_pseudo_labels(logits: torch.Tensor, valid: torch.Tensor, params) -> S
     if params.selection == "csl":
         probs = logits.detach().float().softmax(dim=1)
         chosen = csl_weights(probs, valid, alpha=params.csl_alpha, g_alpha=params.csl_g_alpha,
-                             select=params.csl_select, select_lambda=params.csl_select_lambda)
+                             select=params.csl_select, select_lambda=params.csl_select_lambda,
+                             compiled=params.csl_compile)
         return Selected(probs.argmax(dim=1), chosen.weights)
     label, confidence = pseudo_labels(logits)
     return Selected(label, select_by_threshold(confidence, params.threshold))

@@ -94,6 +94,7 @@ class SelectionParams(MethodParams):
     csl_g_alpha: float = 1.0  # selection: csl — scale of the residual dispersion s = g_alpha·g·RV
     csl_select: str = "mean_conf"  # selection: csl — reliable cluster: mean_conf | linear | neglog
     csl_select_lambda: float = 0.25  # selection: csl — λ of the linear / neglog cluster scores
+    csl_compile: bool = False  # selection: csl — run it through torch.compile: a fused pass, compiled once per run
 
 
 class Method(nn.Module):
