@@ -16,6 +16,7 @@ from PIL import Image
 from semiseg.bench.report import (load_records, render_class_tables, render_tables, replace_marked_sections,
                                   write_report)
 from semiseg.errors import SemisegError
+from test_report_speed import record as speed_record
 
 CLASSES = ["Sky", "Road", "Car"]
 RUNS = {  # cell: (role, method, labeled, last_miou per seed)
@@ -346,3 +347,16 @@ def test_the_training_curve_keeps_every_logged_number(tmp_path):
     curves = read_curves(metrics)
     assert curves["train"] == [{"step": 10, "loss": 2.0, "accepted_own": 0.5}]
     assert curves["eval"] == [{"step": 10, "miou": 40.0}]
+
+
+def test_report_fills_the_marked_speed_table_of_each_readme(tmp_path, results):
+    speed = results / "speed"
+    speed.mkdir()
+    (speed / "pascal.json").write_text(json.dumps(speed_record()))
+    pages = [tmp_path / "a.md", tmp_path / "b.md"]
+    pages[0].write_text("x\n<!-- report:speed/pascal:begin -->\nold\n<!-- report:speed/pascal:end -->\ny\n")
+    pages[1].write_text("no markers\n")
+    written = write_report([results], tmp_path / "out", readme=pages, figures=False)
+    assert pages[0] in written and pages[1] not in written
+    text = pages[0].read_text()
+    assert "old" not in text and "| fixmatch | fp32 | 10.00 |" in text and text.startswith("x\n") and text.endswith("y\n")

@@ -150,9 +150,11 @@ def _cmd_bench_speed(args) -> int:
 def _cmd_report(args) -> int:
     from .bench.report import write_report
 
-    written = write_report(args.results, Path(args.out), readme=Path(args.readme) if args.readme else None,
-                           figures=not args.no_figures, dataset_root=Path(args.root) if args.root else None)
-    print(f"wrote {len(written)} file(s) to {args.out}" + (f" and the tables of {args.readme}" if args.readme else ""))
+    readmes = [Path(file) for file in args.readme or []]
+    written = write_report(args.results, Path(args.out), readme=readmes, figures=not args.no_figures,
+                           dataset_root=Path(args.root) if args.root else None)
+    print(f"wrote {len(written)} file(s) to {args.out}"
+          + (f" and the tables of {', '.join(map(str, readmes))}" if readmes else ""))
     return 0
 
 
@@ -357,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the supervised-to-full-label gap recovered) and PNG figures from result records.")
     p.add_argument("results", nargs="+", metavar="RESULTS", help="result JSON files or folders holding them")
     p.add_argument("--out", required=True, help="output folder for <suite>.md and the figures")
-    p.add_argument("--readme", help="also rewrite the tables between <!-- report:<suite>:begin/end --> in this file")
+    p.add_argument("--readme", action="append", metavar="FILE",
+                   help="also rewrite the tables between <!-- report:<suite>:begin/end --> (quality suites) and "
+                        "<!-- report:speed/<record>:begin/end --> (speed records) in this markdown file; repeatable")
     p.add_argument("--root", help="dataset folder, for the images and ground truth of the prediction grid")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.set_defaults(func=_cmd_report)

@@ -3,7 +3,8 @@
 `write_report` reads the records (`report_tables.load_records`), writes `<suite>.md` per suite
 (the main table, the per-class IoU table and links to the figures), the figures
 (`report_figures`) and, when given a README, puts each suite's main table between the markers
-`<!-- report:<suite>:begin -->` and `<!-- report:<suite>:end -->`. Outputs depend on the
+`<!-- report:<suite>:begin -->` and `<!-- report:<suite>:end -->`, and each speed record's table
+(`report_speed`) between `<!-- report:speed/<record>:begin -->` and its end marker. Outputs depend on the
 records only (no dates, sorted everything), so a test can check that a committed README is up
 to date: `replace_marked_sections(text, render_tables(load_records([...]))) == text`.
 What each table column means is in `report_tables`' docstring.
@@ -17,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import SemisegError
 from .report_figures import fraction_figures, require_matplotlib, suite_figures
+from .report_speed import speed_tables
 from .report_tables import (COLUMN_NOTES, PathLike, SuiteSummary, class_table, load_records, main_table,
                             render_class_tables, render_tables, summarize_suites)
 
@@ -97,15 +99,16 @@ def figure_links(summary: SuiteSummary, written: Iterable[Path], fractions: Dict
     return links
 
 
-def write_report(paths: Sequence[PathLike], out_dir: Path, readme: Optional[Path] = None, figures: bool = True,
+def write_report(paths: Sequence[PathLike], out_dir: Path, readme=None, figures: bool = True,
                  dataset_root: Optional[Path] = None) -> List[Path]:
     """Write the report of the records under `paths` into `out_dir`; the files written, sorted.
 
     `paths`: record JSON files or folders (searched recursively for `seed*.json`). Per suite:
     `<suite>.md` and, with `figures`, the PNGs of `report_figures` (`dataset_root`: the dataset
     folder the prediction grid takes input images and ground truth from; without it, or when the
-    images are not there, the grid shows the predictions only). `readme`: a markdown file whose
-    marked sections get each suite's main table; it is in the returned list when it changed.
+    images are not there, the grid shows the predictions only). `readme`: a markdown file, or a list
+    of them, whose marked sections get each suite's main table and each speed record's table
+    (`report_speed`); a file is in the returned list when it changed.
     Raises `SemisegError` (one line) for an unreadable record or missing matplotlib.
     """
     records = load_records(paths)
@@ -123,6 +126,8 @@ def write_report(paths: Sequence[PathLike], out_dir: Path, readme: Optional[Path
         page.write_text(suite_markdown(summary, figure_links(summary, pictures[suite], fractions)),
                         encoding="utf-8", newline="\n")
         written.append(page)
-    if readme is not None and update_readme(readme, {s: main_table(v) for s, v in summaries.items()}):
-        written.append(Path(readme))
+    readmes = [] if readme is None else [readme] if isinstance(readme, (str, Path)) else list(readme)
+    if readmes:
+        tables = {**{s: main_table(v) for s, v in summaries.items()}, **speed_tables(paths)}
+        written += [Path(file) for file in readmes if update_readme(Path(file), tables)]
     return sorted(set(written))
