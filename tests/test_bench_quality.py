@@ -1,6 +1,8 @@
 """`semiseg bench quality`: suite files, the plan of missing cells, runs that resume, records."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -65,14 +67,47 @@ def test_plan_skips_cells_with_records_and_checks_names(tmp_path):
         plan(suite, tmp_path / "results", tmp_path / "runs", cells=["cps"])
 
 
-def bench(suite, tmp_path, *args):
-    command = [sys.executable, "-m", "semiseg.cli", "bench", "quality", str(suite), "--results",
-               str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600)
+def _timed_out(signum, frame):
+    raise TimeoutError("semiseg bench quality ran for more than 600 s")
+
+
+@pytest.fixture
+def bench(capsys, monkeypatch):
+    """bench(suite, tmp_path, *args): `semiseg bench quality suite --results .. --runs .. args` from tmp_path, by
+    the command line's `main` in this process (one thread, as the command has under OMP_NUM_THREADS=1; its
+    training runs are still subprocesses, with the environment `subprocess_env` gives); the exit code and output
+    as a CompletedProcess. A bench process less to start each time (the collecting imports torch)."""
+    from engine_runs import single_thread
+
+    from semiseg.cli import main
+
+    def bench_quality(suite, tmp_path, *args):
+        command = ["bench", "quality", str(suite), "--results", str(tmp_path / "results"), "--runs",
+                   str(tmp_path / "runs"), *args]
+        with monkeypatch.context() as patch:
+            patch.chdir(tmp_path)
+            env = subprocess_env()
+            for name in set(os.environ) - set(env):
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            capsys.readouterr()
+            previous = signal.signal(signal.SIGALRM, _timed_out)
+            signal.alarm(600)  # the guard the subprocess's timeout was
+            try:
+                with single_thread():
+                    code = main(command)
+            finally:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, previous)
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess([sys.executable, "-m", "semiseg.cli", *command], code, out, err)
+
+    return bench_quality
 
 
 @pytest.mark.slow
-def test_bench_runs_collects_and_resumes(tmp_path):
+def test_bench_runs_collects_and_resumes(tmp_path, bench):
     suite = write_suite(tmp_path)
     done = bench(suite, tmp_path, "--jobs", "2")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -106,14 +141,16 @@ def test_bench_runs_collects_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_run_is_named_and_the_others_go_on(tmp_path):
+def test_a_failing_run_is_named_and_the_others_go_on(tmp_path, bench):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs/broken.yaml").write_text(
         f"_base_: {REPO / 'configs/_base_/synthetic.yaml'}\nmethod:\n  name: fixmatch\n  threshhold: 0.9\n")
+    # the broken cell first, both at once: the supervised run is still going (or at least not yet collected)
+    # when the failure comes in
     suite = write_suite(tmp_path, {
-        "supervised": "{config: %s, role: baseline}" % (REPO / "configs/synthetic/supervised.yaml"),
-        "broken": "configs/broken.yaml"})
-    done = bench(suite, tmp_path)
+        "broken": "configs/broken.yaml",
+        "supervised": "{config: %s, role: baseline}" % (REPO / "configs/synthetic/supervised.yaml")})
+    done = bench(suite, tmp_path, "--jobs", "2")
     assert done.returncode == 1
     assert "broken seed 0: FAILED" in done.stdout and "seed0.log" in done.stdout
     assert "threshhold" in (tmp_path / "runs/tiny/broken/seed0.log").read_text()
