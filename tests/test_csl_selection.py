@@ -513,15 +513,24 @@ def test_flat_steps_match_the_blocked_ones_on_a_large_batch():
 
 
 def test_a_compiler_that_cannot_build_is_one_line_naming_the_key(monkeypatch):
-    def broken_compile(function):
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    failure = {"error": InvalidCxxCompiler()}
+
+    def compile_that_fails(function):
         def call(*args, **kwargs):
-            raise RuntimeError("InductorError: CppCompileError: C++ compile error\nCommand: g++ ... (200 lines)")
+            raise failure["error"]
         return call
 
     monkeypatch.setattr(csl_selection, "_compiled", None)
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", compile_that_fails)
+    probs, valid = random_probs(1, 3, 4, 4, seed=0), torch.ones(1, 4, 4, dtype=torch.bool)
     with pytest.raises(SemisegError) as raised:
-        csl_weights(random_probs(1, 3, 4, 4, seed=0), torch.ones(1, 4, 4, dtype=torch.bool), compiled=True)
+        csl_weights(probs, valid, compiled=True)
     message = str(raised.value)
-    assert "\n" not in message and "method.csl_compile" in message and "method.csl_compile=false" in message
-    assert "CppCompileError" in message
+    assert "\n" not in message and message.startswith("method.csl_compile: torch.compile could not build")
+    assert "No working C++ compiler" in message and message.endswith("set method.csl_compile=false")
+    # an error of the computation itself is not called a compiler problem
+    failure["error"] = RuntimeError("out of memory")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        csl_weights(probs, valid, compiled=True)

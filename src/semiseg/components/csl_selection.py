@@ -413,11 +413,14 @@ def _compiled_steps(*args, **kwargs) -> tuple[torch.Tensor, ...]:
     """`_steps` in its flat form through `torch.compile`, built on first use; a build failure (no C++ compiler,
     no Triton) is one line naming method.csl_compile."""
     global _compiled
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
     if _compiled is None:
         _compiled = torch.compile(_steps)
     try:
         return _compiled(*args, **kwargs)
-    except Exception as error:  # the compiler's own errors are long and of many types
+    except (TorchDynamoException, CppCompileError, InvalidCxxCompiler) as error:  # long, multi-line messages
         first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise SemisegError(f"method.csl_compile: torch.compile could not build the CSL selection ({first_line}); "
                            "set method.csl_compile=false") from error
