@@ -16,6 +16,7 @@ Run as a script (`python tests/test_method_interface.py train ...`, also under t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -162,34 +163,44 @@ def _run(*args, nproc: int = 1):
     return proc
 
 
+@contextlib.contextmanager
+def _alongside(command, log_path):
+    """Run `command` (from the repository, its output in `log_path`) while the block runs; killed when the block
+    fails, waited for at the end, then its exit status checked."""
+    from engine_runs import REPO, subprocess_env
+
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                                   text=True)
+        try:
+            yield process
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            process.wait(timeout=300)
+    assert process.returncode == 0, log_path.read_text()[-3000:]
+
+
 def _records(output_dir, kind="train"):
     return [r for r in map(json.loads, (output_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
 
 @pytest.mark.slow
 def test_toy_method_trains_and_is_killed_and_resumed_bitwise(tmp_path):
-    from engine_runs import REPO, final_state, kill_at_checkpoint, subprocess_env
+    from engine_runs import final_state, kill_at_checkpoint
 
     args = ["deterministic=true", "train.total_batch_size=4", "train.total_iters=6", "train.checkpoint_every=2",
             "train.eval_every=3", "--resume", "auto"]
     reference = tmp_path / "reference"
     # the uninterrupted run alongside the killed one (separate processes, one thread each)
-    with open(tmp_path / "reference.log", "w") as log:
-        uninterrupted = subprocess.Popen(_command(*args, f"output_dir={reference}"), cwd=REPO, env=subprocess_env(),
-                                         stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            killed = tmp_path / "killed"
-            kill_at_checkpoint(_command(*args, f"output_dir={killed}"), killed, 2)
-            stopped = final_state(killed)["step"]
-            assert 0 < stopped < 6
-            finish = _run(*args, f"output_dir={killed}")
-            assert f"at iteration {stopped}" in finish.stdout
-        except BaseException:
-            uninterrupted.kill()
-            raise
-        finally:
-            uninterrupted.wait(timeout=300)
-    assert uninterrupted.returncode == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    with _alongside(_command(*args, f"output_dir={reference}"), tmp_path / "reference.log"):
+        killed = tmp_path / "killed"
+        kill_at_checkpoint(_command(*args, f"output_dir={killed}"), killed, 2)
+        stopped = final_state(killed)["step"]
+        assert 0 < stopped < 6
+        finish = _run(*args, f"output_dir={killed}")
+        assert f"at iteration {stopped}" in finish.stdout
 
     a, b = final_state(reference), final_state(killed)
     assert a["step"] == b["step"] == 6 and a["best"] == b["best"]
@@ -213,27 +224,18 @@ def test_toy_method_trains_and_is_killed_and_resumed_bitwise(tmp_path):
 @pytest.mark.slow
 def test_toy_method_on_two_processes_logs_the_losses_of_one(tmp_path, registered, capsys, monkeypatch):
     """torchrun, 2 ranks x 2 images against 1 process x 4: same losses of both updates, same weights and queue."""
-    from engine_runs import REPO, TINY_RUN, single_thread, subprocess_env
+    from engine_runs import REPO, TINY_RUN, single_thread
 
     from semiseg.cli import main
 
     args = ["train.total_batch_size=4", "train.total_iters=3", "data.synthetic.image_size=64", "data.crop_size=64"]
-    with open(tmp_path / "two.log", "w") as log:
-        two = subprocess.Popen(_command(*args, f"output_dir={tmp_path / 'two'}", nproc=2), cwd=REPO,
-                               env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            # the one-process run in this process (the toy method registered by the fixture, one thread as
-            # the subprocesses have), while the two ranks start: one process start less
-            monkeypatch.chdir(REPO)
-            with single_thread():
-                code = main(["train", *TINY_RUN, *TOY, *args, f"output_dir={tmp_path / 'one'}"])
-            assert code == 0, capsys.readouterr().err[-3000:]
-        except BaseException:
-            two.kill()
-            raise
-        finally:
-            two.wait(timeout=300)
-    assert two.returncode == 0, (tmp_path / "two.log").read_text()[-3000:]
+    with _alongside(_command(*args, f"output_dir={tmp_path / 'two'}", nproc=2), tmp_path / "two.log"):
+        # the one-process run in this process (the toy method registered by the fixture, one thread as the
+        # subprocesses have), while the two ranks start: one process start less
+        monkeypatch.chdir(REPO)
+        with single_thread():
+            code = main(["train", *TINY_RUN, *TOY, *args, f"output_dir={tmp_path / 'one'}"])
+        assert code == 0, capsys.readouterr().err[-3000:]
     two, one = _records(tmp_path / "two"), _records(tmp_path / "one")
     assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
     for r2, r1 in zip(two, one):
