@@ -65,7 +65,7 @@ def test_records_are_found_by_schema_and_keyed_by_path(tmp_path):
     (folder / "pascal.json").write_text(json.dumps(record()))
     (tmp_path / "results" / "speed" / "component_costs.json").write_text(json.dumps({"csl_speed": {}}))
     (folder / "seed0.json").write_text("not json")  # quality records are not read here
-    assert [key for key, _ in find_speed_records([tmp_path / "results"])] == ["speed/all/pascal"]
+    assert [key for key, _, _ in find_speed_records([tmp_path / "results"])] == ["speed/all/pascal"]
     assert list(speed_tables([tmp_path / "results" / "speed"])) == ["speed/all/pascal"]
     with pytest.raises(SemisegError, match="not found"):
         find_speed_records([tmp_path / "nowhere"])

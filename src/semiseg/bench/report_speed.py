@@ -29,8 +29,10 @@ DASH = "—"
 GIB = 1024 ** 3
 
 
-def find_speed_records(paths: Iterable) -> List[Tuple[str, Path]]:
-    """(key, file) of every speed record under `paths`, sorted by key; files of other schemas are skipped."""
+def find_speed_records(paths: Iterable) -> List[Tuple[str, Path, dict]]:
+    """(key, file, record) of every speed record under `paths`, sorted by key; files of other schemas are
+    skipped. The key is the path under the folder it was found in, without `.json`, prefixed `speed/` unless
+    that path starts with it."""
     found = {}
     for given in paths:
         root = Path(given)
@@ -47,8 +49,9 @@ def find_speed_records(paths: Iterable) -> List[Tuple[str, Path]]:
             except (OSError, ValueError):
                 continue  # not a record this report reads
             if isinstance(data, dict) and data.get("schema") == SPEED_SCHEMA:
-                found[relative.with_suffix("").as_posix()] = path
-    return sorted(found.items())
+                key = relative.with_suffix("").as_posix()
+                found[key if key.startswith("speed/") else f"speed/{key}"] = (path, data)
+    return [(key, path, data) for key, (path, data) in sorted(found.items())]
 
 
 def _seconds(value: Optional[float], digits: int = 2) -> str:
@@ -113,10 +116,9 @@ def speed_table(record: dict) -> str:
 def speed_tables(paths: Iterable) -> Dict[str, str]:
     """{`speed/<path>`: table} for every speed record under `paths` (module docstring)."""
     tables = {}
-    for key, path in find_speed_records(paths):
-        record = json.loads(path.read_text(encoding="utf-8"))
+    for key, path, record in find_speed_records(paths):
         try:
-            tables[f"speed/{key}" if not key.startswith("speed/") else key] = speed_table(record)
+            tables[key] = speed_table(record)
         except (KeyError, TypeError) as error:
             raise SemisegError(f"{path}: a speed record without the key {error}; re-run `semiseg bench speed` "
                                "that wrote it") from None
