@@ -101,16 +101,13 @@ def csl_speed() -> dict:
 
     for name, function in phases.items():
         setattr(selection, function, timed(name))
-    totals = []
     try:
-        for _ in range(20):
-            start = time.perf_counter()
-            selection.csl_weights(probs, valid)
-            totals.append(time.perf_counter() - start)
+        totals = timed_calls()
     finally:
         for name, function in phases.items():
             setattr(selection, function, originals[name])
-    split = {name: round(1000 * statistics.median(values), 2) for name, values in spent.items()}
+    # each phase's calls of the timed (not the warm-up) runs
+    split = {name: round(1000 * statistics.median(values[-len(totals):]), 2) for name, values in spent.items()}
     split["rest"] = round(1000 * statistics.median(totals) - sum(split.values()), 2)
     result["phases_median_ms"] = split
     # method.csl_compile: the flat steps through torch.compile; the first call compiles
